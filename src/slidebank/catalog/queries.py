@@ -1,0 +1,308 @@
+"""Reads and writes of the catalogue. The caller's session owns the transaction."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
+from sqlalchemy.orm import Session, selectinload
+
+from slidebank.catalog.entries import DatasetEntry, ObservationEntry, ScanEntry, SlideEntry
+from slidebank.catalog.tables import (
+    Block,
+    Case,
+    Dataset,
+    Image,
+    Observation,
+    Slide,
+    Specimen,
+)
+from slidebank.errors import InvalidInput, NotFound
+
+SHORT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+PUBLIC_ID_ALPHABET = "abcdefghjkmnpqrstvwxyz0123456789"  # no i, l, o, u: easy to read aloud
+MAX_PAGE = 10_000
+
+
+def new_public_id() -> str:
+    """A random, stable, URL-safe slide identifier such as ``sb-7k2m9x4q1c``."""
+    return "sb-" + "".join(secrets.choice(PUBLIC_ID_ALPHABET) for _ in range(10))
+
+
+def check_short_name(name: str) -> None:
+    if not SHORT_NAME.match(name):
+        raise InvalidInput(
+            f"dataset name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+
+
+def ensure_dataset(session: Session, entry: DatasetEntry) -> Dataset:
+    """The dataset with this short name, created (and its given fields set) if absent."""
+    check_short_name(entry.short_name)
+    dataset = session.scalar(select(Dataset).where(Dataset.short_name == entry.short_name))
+    if dataset is None:
+        dataset = Dataset(short_name=entry.short_name, title=entry.title or entry.short_name)
+        session.add(dataset)
+    for name in ("title", "version", "licence", "description"):
+        value = getattr(entry, name)
+        if value is not None:
+            setattr(dataset, name, value)
+    session.flush()
+    return dataset
+
+
+def list_datasets(session: Session) -> list[tuple[Dataset, int]]:
+    """Every dataset with its number of images."""
+    counts = (
+        select(Slide.dataset_id, func.count(Image.id).label("images"))
+        .join(Image, Image.slide_id == Slide.id)
+        .group_by(Slide.dataset_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Dataset, func.coalesce(counts.c.images, 0))
+        .outerjoin(counts, counts.c.dataset_id == Dataset.id)
+        .order_by(Dataset.short_name)
+    )
+    return [(dataset, int(count)) for dataset, count in rows]
+
+
+def image_by_checksum(session: Session, checksum: str) -> Image | None:
+    return session.scalar(select(Image).where(Image.checksum == checksum))
+
+
+def image_by_public_id(session: Session, public_id: str) -> Image:
+    image: Image | None = session.scalar(
+        _with_hierarchy(select(Image)).where(Image.public_id == public_id)
+    )
+    if image is None:
+        raise NotFound(f"no slide with id {public_id!r}")
+    return image
+
+
+def add_scanned_slide(
+    session: Session, dataset: Dataset, scan: ScanEntry, entry: SlideEntry | None
+) -> Image:
+    """Register one scan with its case → specimen → block → slide hierarchy and observations."""
+    entry = entry or SlideEntry()
+    block = _block_for(session, dataset, entry)
+    slide = Slide(
+        dataset=dataset,
+        block=block,
+        identifier=entry.slide,
+        stain_compound=entry.stain_compound,
+        stain_target=entry.stain_target,
+        stain_method=entry.stain_method,
+    )
+    session.add(slide)
+    image = Image(
+        public_id=new_public_id(),
+        slide=slide,
+        format=scan.format,
+        vendor=scan.vendor,
+        backend=scan.backend,
+        width=scan.width,
+        height=scan.height,
+        level_count=len(scan.levels),
+        levels=scan.levels,
+        mpp_x=scan.mpp_x,
+        mpp_y=scan.mpp_y,
+        objective_power=scan.objective_power,
+        associated=scan.associated,
+        properties=scan.properties,
+        checksum=scan.checksum,
+        storage_key=scan.storage_key,
+        size_bytes=scan.size_bytes,
+        files=[vars(f) for f in scan.files],
+        source_name=scan.source_name,
+    )
+    session.add(image)
+    session.flush()
+    _add_observations(session, entry.slide_observations, slide_id=slide.id)
+    if block is not None:
+        specimen = block.specimen
+        _add_observations(session, entry.specimen_observations, specimen_id=specimen.id)
+        _add_observations(session, entry.case_observations, case_id=specimen.case.id)
+    session.flush()
+    return image
+
+
+def _block_for(session: Session, dataset: Dataset, entry: SlideEntry) -> Block | None:
+    if entry.case is None:
+        if entry.specimen or entry.block or entry.case_observations:
+            raise InvalidInput("sidecar: 'case' is required when specimen or block is given")
+        return None
+    case = session.scalar(
+        select(Case).where(Case.dataset_id == dataset.id, Case.pseudonym == entry.case)
+    )
+    if case is None:
+        case = Case(dataset=dataset, pseudonym=entry.case, species=entry.species)
+        session.add(case)
+    elif entry.species and case.species and case.species != entry.species:
+        raise InvalidInput(
+            f"sidecar: case {entry.case!r} is {case.species!r} in the catalogue, "
+            f"not {entry.species!r}"
+        )
+    elif entry.species:
+        case.species = entry.species
+    session.flush()
+    specimen_id = entry.specimen or "1"
+    specimen = session.scalar(
+        select(Specimen).where(Specimen.case_id == case.id, Specimen.identifier == specimen_id)
+    )
+    if specimen is None:
+        specimen = Specimen(
+            case=case,
+            identifier=specimen_id,
+            anatomical_site=entry.anatomical_site,
+            sampling=entry.sampling,
+        )
+        session.add(specimen)
+    else:
+        specimen.anatomical_site = entry.anatomical_site or specimen.anatomical_site
+        specimen.sampling = entry.sampling or specimen.sampling
+    session.flush()
+    block_id = entry.block or "1"
+    block = session.scalar(
+        select(Block).where(Block.specimen_id == specimen.id, Block.identifier == block_id)
+    )
+    if block is None:
+        block = Block(specimen=specimen, identifier=block_id)
+        session.add(block)
+        session.flush()
+    return block
+
+
+def _add_observations(
+    session: Session, observations: tuple[ObservationEntry, ...], **subject: int
+) -> None:
+    for observation in observations:
+        session.add(
+            Observation(
+                kind=observation.kind,
+                code=observation.code,
+                scheme=observation.scheme,
+                meaning=observation.meaning,
+                text=observation.text,
+                **subject,
+            )
+        )
+
+
+@dataclass(frozen=True)
+class SlideFilter:
+    """Filters of ``slidebank list`` and ``GET /api/slides``; text matches are case-blind."""
+
+    dataset: str | None = None
+    anatomical_site: str | None = None
+    stain: str | None = None
+    species: str | None = None
+    diagnosis: str | None = None
+    vendor: str | None = None
+    format: str | None = None
+    mpp_min: float | None = None
+    mpp_max: float | None = None
+    limit: int = 100
+    offset: int = 0
+
+
+def list_images(session: Session, where: SlideFilter) -> list[Image]:
+    """Images matching every given filter, newest first."""
+    if not 0 < where.limit <= MAX_PAGE:
+        raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}, got {where.limit}")
+    if where.offset < 0:
+        raise InvalidInput(f"offset must not be negative, got {where.offset}")
+    query = (
+        _with_hierarchy(select(Image))
+        .join(Image.slide)
+        .join(Slide.dataset)
+        .outerjoin(Slide.block)
+        .outerjoin(Block.specimen)
+        .outerjoin(Specimen.case)
+    )
+    for condition in _conditions(where):
+        query = query.where(condition)
+    query = query.order_by(Image.created_at.desc(), Image.id.desc())
+    return list(session.scalars(query.limit(where.limit).offset(where.offset)))
+
+
+def count_images(session: Session) -> int:
+    return int(session.scalar(select(func.count(Image.id))) or 0)
+
+
+def _conditions(where: SlideFilter) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if where.dataset:
+        conditions.append(Dataset.short_name == where.dataset)
+    if where.anatomical_site:
+        conditions.append(_contains(Specimen.anatomical_site, where.anatomical_site))
+    if where.stain:
+        conditions.append(
+            or_(
+                _contains(Slide.stain_compound, where.stain),
+                _contains(Slide.stain_target, where.stain),
+            )
+        )
+    if where.species:
+        conditions.append(_contains(Case.species, where.species))
+    if where.vendor:
+        conditions.append(func.lower(Image.vendor) == where.vendor.lower())
+    if where.format:
+        conditions.append(func.lower(Image.format) == where.format.lower())
+    if where.mpp_min is not None:
+        conditions.append(Image.mpp_x >= where.mpp_min)
+    if where.mpp_max is not None:
+        conditions.append(Image.mpp_x <= where.mpp_max)
+    if where.diagnosis:
+        conditions.append(_has_diagnosis(where.diagnosis))
+    return conditions
+
+
+def _contains(column: Any, text: str) -> ColumnElement[bool]:
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return func.lower(column).like(f"%{escaped}%", escape="\\")
+
+
+def _has_diagnosis(text: str) -> ColumnElement[bool]:
+    """A diagnosis matching by code (exactly) or by meaning or text, on any level above."""
+    matches = or_(
+        Observation.code == text,
+        _contains(Observation.meaning, text),
+        _contains(Observation.text, text),
+    )
+    subject = or_(
+        Observation.image_id == Image.id,
+        Observation.slide_id == Slide.id,
+        and_(Observation.block_id.is_not(None), Observation.block_id == Slide.block_id),
+        and_(Observation.specimen_id.is_not(None), Observation.specimen_id == Specimen.id),
+        and_(Observation.case_id.is_not(None), Observation.case_id == Case.id),
+    )
+    return exists().where(Observation.kind == "diagnosis", matches, subject)
+
+
+def _with_hierarchy(query: Select[Any]) -> Select[Any]:
+    return query.options(
+        selectinload(Image.slide).selectinload(Slide.dataset),
+        selectinload(Image.slide)
+        .selectinload(Slide.block)
+        .selectinload(Block.specimen)
+        .selectinload(Specimen.case),
+    )
+
+
+def observations_of(session: Session, image: Image) -> list[Observation]:
+    """Observations on the image and on everything above it."""
+    slide = image.slide
+    subject = [Observation.image_id == image.id, Observation.slide_id == slide.id]
+    if slide.block is not None:
+        specimen = slide.block.specimen
+        subject += [
+            Observation.block_id == slide.block.id,
+            Observation.specimen_id == specimen.id,
+            Observation.case_id == specimen.case.id,
+        ]
+    return list(session.scalars(select(Observation).where(or_(*subject)).order_by(Observation.id)))

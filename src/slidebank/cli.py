@@ -1,0 +1,392 @@
+"""The ``slidebank`` command line. Thin: parse, call a service, print."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from slidebank.catalog.queries import SlideFilter
+from slidebank.config import Settings, ValidationMode
+from slidebank.errors import SlidebankError
+from slidebank.ingest.discovery import SlideSource
+from slidebank.ingest.pipeline import Outcome
+from slidebank.services import browsing, checking, ingesting, samples
+from slidebank.services.repository import Repository, open_repository
+
+app = typer.Typer(
+    help="Slidebank: a repository of annotated pathology whole-slide images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Piped output (files, scripts) gets wide tables instead of an 80-column wrap.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False)
+
+HomeOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--home", envvar="SLIDEBANK_HOME", help="Repository folder [default: ./slidebank-data]."
+    ),
+]
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="SLIDEBANK_DATABASE_URL",
+        help="Catalogue URL, e.g. postgresql+psycopg://host/db [default: SQLite in --home].",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _repository(home: Path | None, database_url: str | None, **extra: Any) -> Repository:
+    settings = Settings.from_env(home=home, database_url=database_url, **extra)
+    return open_repository(settings)
+
+
+def _fail(exc: SlidebankError) -> typer.Exit:
+    err.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(1)
+
+
+class _RichProgress(ingesting.IngestProgress):
+    """Bytes and slides, on standard error so that --json output stays clean."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.bytes_task = progress.add_task("copying", total=None, unit="bytes")
+        self.slides_task = progress.add_task("slides", total=None, unit="slides")
+
+    def planned(self, sources: list[SlideSource]) -> None:
+        total = 0
+        for source in sources:
+            try:
+                total += source.size
+            except OSError:
+                continue
+        self.progress.update(self.bytes_task, total=total)
+        self.progress.update(self.slides_task, total=len(sources))
+
+    def copied(self, count: int) -> None:
+        self.progress.advance(self.bytes_task, count)
+
+    def finished(self, outcome: Outcome) -> None:
+        self.progress.advance(self.slides_task, 1)
+
+
+@app.command()
+def ingest(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Slide files and folders (searched recursively).")
+    ],
+    dataset: Annotated[str, typer.Option(help="Dataset short name; created if new.")] = "default",
+    metadata: Annotated[
+        Path | None, typer.Option(help="Sidecar CSV or JSON describing the slides (see README).")
+    ] = None,
+    validation: Annotated[
+        str, typer.Option(help="quick (default) or full (decode every tile).")
+    ] = "quick",
+    as_json: JsonOption = False,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Ingest whole-slide images: validate, store by content, describe, register."""
+    if validation not in ("quick", "full"):
+        raise typer.BadParameter("must be quick or full", param_hint="--validation")
+    mode: ValidationMode = "full" if validation == "full" else "quick"
+    try:
+        repository = _repository(home, database_url, validation=mode)
+        with Progress(
+            TextColumn("{task.description:>8}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
+            report = ingesting.ingest_paths(
+                repository, paths, dataset, metadata, _RichProgress(bar)
+            )
+        repository.close()
+    except SlidebankError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        for outcome in report.outcomes:
+            out.print_json(json.dumps(outcome.as_json()), indent=None)
+    else:
+        _print_outcomes(report)
+    for name in report.unused_sidecar_entries:
+        err.print(f"[yellow]note:[/yellow] sidecar entry {name!r} matched no slide")
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _print_outcomes(report: ingesting.IngestReport) -> None:
+    table = Table(title="Ingest", title_justify="left")
+    for column in ("status", "id", "format", "source", "reason"):
+        table.add_column(column, overflow="fold")
+    colours = {"ingested": "green", "duplicate": "yellow", "failed": "red"}
+    for outcome in report.outcomes:
+        table.add_row(
+            f"[{colours[outcome.status]}]{outcome.status}[/]",
+            outcome.id or "",
+            outcome.format or "",
+            outcome.source,
+            outcome.reason or "",
+        )
+    out.print(table)
+    counts = {status: 0 for status in colours}
+    for outcome in report.outcomes:
+        counts[outcome.status] += 1
+    summary = ", ".join(f"{count} {status}" for status, count in counts.items())
+    if report.skipped:
+        summary += f"; {len(report.skipped)} non-slide file(s) skipped"
+    out.print(summary)
+
+
+@app.command("list")
+def list_command(
+    dataset: Annotated[str | None, typer.Option(help="Dataset short name.")] = None,
+    site: Annotated[str | None, typer.Option(help="Anatomical site contains this text.")] = None,
+    stain: Annotated[
+        str | None, typer.Option(help="Stain compound or target contains this.")
+    ] = None,
+    species: Annotated[str | None, typer.Option(help="Species contains this text.")] = None,
+    diagnosis: Annotated[
+        str | None, typer.Option(help="Diagnosis code (exact) or text (contains).")
+    ] = None,
+    vendor: Annotated[str | None, typer.Option(help="Scanner vendor, e.g. aperio.")] = None,
+    file_format: Annotated[str | None, typer.Option("--format", help="Format, e.g. dicom.")] = None,
+    mpp_min: Annotated[float | None, typer.Option(help="Smallest µm per pixel.")] = None,
+    mpp_max: Annotated[float | None, typer.Option(help="Largest µm per pixel.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    as_json: JsonOption = False,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """List slides, filtered."""
+    where = SlideFilter(
+        dataset=dataset,
+        anatomical_site=site,
+        stain=stain,
+        species=species,
+        diagnosis=diagnosis,
+        vendor=vendor,
+        format=file_format,
+        mpp_min=mpp_min,
+        mpp_max=mpp_max,
+        limit=limit,
+        offset=offset,
+    )
+    try:
+        repository = _repository(home, database_url)
+        rows = browsing.list_slides(repository, where)
+        repository.close()
+    except SlidebankError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    _print_slides(rows)
+
+
+def _print_slides(rows: list[dict[str, Any]]) -> None:
+    table = Table(title=f"{len(rows)} slide(s)", title_justify="left")
+    columns = (
+        "id",
+        "dataset",
+        "case",
+        "species",
+        "anatomical_site",
+        "stain",
+        "format",
+        "vendor",
+        "width",
+        "height",
+        "levels",
+        "mpp",
+    )
+    for column in columns:
+        table.add_column(column.replace("_", " "), overflow="fold")
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = row[column]
+            cells.append(f"{value:.3f}" if column == "mpp" and value else str(value or ""))
+        table.add_row(*cells)
+    out.print(table)
+
+
+@app.command()
+def show(
+    slide: Annotated[str, typer.Argument(help="Slide id, as shown by `slidebank list`.")],
+    as_json: JsonOption = False,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Show one slide's full record."""
+    try:
+        repository = _repository(home, database_url)
+        record = browsing.show_slide(repository, slide)
+        repository.close()
+    except SlidebankError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        out.print_json(json.dumps(record))
+        return
+    image = record["image"]
+    out.print(f"[bold]{record['id']}[/bold]  dataset {record['dataset']['short_name']}")
+    for section in ("case", "specimen", "block", "slide"):
+        value = record[section]
+        if value:
+            out.print(f"  {section:<9} {json.dumps(value, ensure_ascii=False)}")
+    out.print(
+        f"  image     {image['format']} ({image['vendor']}), {image['width']}x{image['height']} px,"
+        f" {len(image['levels'])} levels, mpp {image['mpp']}, {image['objective_power']}x"
+    )
+    out.print(f"  stored    {image['size_bytes']:,} bytes, sha256 {image['checksum']}")
+    names = ", ".join(a["name"] for a in image["associated_images"]) or "none"
+    out.print(f"  associated images: {names}")
+    out.print(f"  {len(image['properties'])} scanner properties (use --json to see them)")
+
+
+@app.command()
+def datasets(
+    as_json: JsonOption = False,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """List datasets with their number of slides."""
+    try:
+        repository = _repository(home, database_url)
+        rows = browsing.list_datasets(repository)
+        repository.close()
+    except SlidebankError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(title="Datasets", title_justify="left")
+    for column in ("short_name", "title", "version", "licence", "images"):
+        table.add_column(column.replace("_", " "))
+    for row in rows:
+        table.add_row(
+            *(str(row[c] or "") for c in ("short_name", "title", "version", "licence", "images"))
+        )
+    out.print(table)
+
+
+@app.command()
+def check(
+    rehash: Annotated[
+        bool, typer.Option(help="Re-read every stored byte and verify checksums.")
+    ] = False,
+    repair: Annotated[
+        bool, typer.Option(help="Remove orphaned objects and stale staging (no ingest running).")
+    ] = False,
+    as_json: JsonOption = False,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Check that the catalogue and the stored content agree."""
+    try:
+        repository = _repository(home, database_url)
+        report = checking.check_repository(repository, rehash=rehash, repair=repair)
+        repository.close()
+    except SlidebankError as exc:
+        raise _fail(exc) from exc
+    result = {
+        "images": report.images,
+        "missing": report.missing,
+        "corrupt": report.corrupt,
+        "orphans": report.orphans,
+        "stale_staging": report.stale_staging,
+        "consistent": report.consistent,
+        "repaired": repair,
+    }
+    if as_json:
+        out.print_json(json.dumps(result))
+    else:
+        for key, value in result.items():
+            out.print(f"{key:>14}: {value}")
+    problems = report.missing or report.corrupt or (not repair and not report.consistent)
+    if problems:
+        raise typer.Exit(1)
+
+
+@app.command("sample-slide")
+def sample_slide(
+    target: Annotated[Path, typer.Argument(help="Output .svs file.")],
+    width: Annotated[int, typer.Option(min=1, max=1_000_000)] = 8192,
+    height: Annotated[int, typer.Option(min=1, max=1_000_000)] = 6144,
+    tissue: Annotated[
+        Path | None,
+        typer.Option(help="Real tiled SVS whose JPEG tiles to reuse [default: bundled IHC image]."),
+    ] = None,
+) -> None:
+    """Write a realistic pyramidal Aperio SVS of any size, made of real tissue."""
+    try:
+        with Progress(
+            TextColumn("writing"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("writing", total=None)
+            samples.make_sample_slide(target, width, height, tissue, lambda n: bar.advance(task, n))
+    except SlidebankError as exc:
+        raise _fail(exc) from exc
+    out.print(f"wrote {target} ({target.stat().st_size:,} bytes, {width}x{height} px)")
+
+
+@app.command()
+def demo(
+    slides: Annotated[
+        Path | None, typer.Option(help="Your own slides to ingest instead of a generated one.")
+    ] = None,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Create the repository, put sample content in, and show the catalogue."""
+    try:
+        repository = _repository(home, database_url)
+        paths = [slides] if slides else [samples.demo_slides(repository.settings.home)]
+        sidecar = None if slides else samples.demo_sidecar(repository.settings.home)
+        report = ingesting.ingest_paths(repository, paths, "demo", sidecar)
+        rows = browsing.list_slides(repository, SlideFilter(limit=10_000))
+        repository.close()
+    except SlidebankError as exc:
+        raise _fail(exc) from exc
+    _print_outcomes(report)
+    _print_slides(rows)
+    out.print(f"Repository: {repository.settings.home}")
+    out.print("Next: slidebank show <id>, slidebank list --help, slidebank ingest --help")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover - interactive
+        err.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,59 @@
+"""Settings, built once (by the CLI or an application factory) and passed down.
+
+Nothing in Slidebank reads the environment except :func:`Settings.from_env`; there is no
+module-level settings object.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ValidationMode = Literal["quick", "full"]
+
+
+class Settings(BaseSettings):
+    """Where the repository lives and how it behaves.
+
+    Every field can be set from the environment with the ``SLIDEBANK_`` prefix, for example
+    ``SLIDEBANK_HOME=/data/slidebank`` or ``SLIDEBANK_DATABASE_URL=postgresql+psycopg://...``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SLIDEBANK_", extra="ignore")
+
+    home: Path = Field(default=Path("slidebank-data"), description="repository folder")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the catalogue; SQLite inside `home` when unset",
+    )
+    validation: ValidationMode = Field(
+        default="quick",
+        description=(
+            "quick: every tile's bounds and markers, decode of first/last tile per level and "
+            "of every tile in small levels; full: decode every tile"
+        ),
+    )
+    thumbnail_size: int = Field(default=512, ge=64, le=2048)
+    copy_chunk_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024)
+    max_sidecar_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Settings from ``SLIDEBANK_*`` variables, with explicit overrides winning."""
+        given = {key: value for key, value in overrides.items() if value is not None}
+        return cls(**given)  # type: ignore[arg-type]
+
+    @property
+    def catalogue_url(self) -> str:
+        """The catalogue's SQLAlchemy URL: the configured one, or SQLite in the repository."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'catalogue.sqlite'}"

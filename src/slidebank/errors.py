@@ -1,0 +1,48 @@
+"""The error tree. Every error Slidebank raises on purpose is one of these.
+
+    SlidebankError
+    ├── NotFound            (also LookupError)   a slide, dataset or file that is not there
+    ├── Forbidden           (also PermissionError) the principal may not do this
+    ├── InvalidInput        (also ValueError)    a value, file or field that is wrong
+    │   ├── UnsupportedFormat                     a file that is not a slide Slidebank reads
+    │   └── CorruptSlide                          a slide that opens but cannot be read in full
+    ├── Conflict                                  the thing exists already / state disagrees
+    └── StorageError        (also OSError)       the blob store or catalogue failed
+
+Library errors are mapped to these with ``raise ... from exc`` at the edge where they occur,
+so that messages name the file or field and say what is wrong.
+"""
+
+from __future__ import annotations
+
+
+class SlidebankError(Exception):
+    """Root of every error Slidebank raises on purpose."""
+
+
+class NotFound(SlidebankError, LookupError):
+    """The thing asked for does not exist (or may not be known to exist)."""
+
+
+class Forbidden(SlidebankError, PermissionError):
+    """The principal may not do this."""
+
+
+class InvalidInput(SlidebankError, ValueError):
+    """A value, file or field is wrong; the message says which and why."""
+
+
+class UnsupportedFormat(InvalidInput):
+    """The file is not a whole-slide image in a format Slidebank reads."""
+
+
+class CorruptSlide(InvalidInput):
+    """The slide opens but some of its content cannot be read."""
+
+
+class Conflict(SlidebankError):
+    """The operation disagrees with what is already there."""
+
+
+class StorageError(SlidebankError, OSError):
+    """The blob store or the catalogue could not do what was asked."""

@@ -1,0 +1,114 @@
+"""Validation step: the slide opens, its size is sane, and its tiles are really there."""
+
+from __future__ import annotations
+
+import mmap
+from pathlib import Path
+
+from slidebank.config import ValidationMode
+from slidebank.errors import CorruptSlide, InvalidInput, SlidebankError
+from slidebank.slides.jpeg import EOI, SOI
+from slidebank.slides.reader import SlideReader
+from slidebank.slides.tiff_tiles import JPEG, TiffLevelTiles
+
+# Larger than any scanner makes (the biggest WSIs are about 250,000 px on a side); a header
+# declaring more is broken or hostile, and would make later steps allocate absurd buffers.
+MAX_SIDE = 1_000_000
+MAX_LEVELS = 64
+# In quick mode, levels with at most this many tiles are decoded whole.
+SMALL_LEVEL_TILES = 1024
+
+
+def check_dimensions(reader: SlideReader, display: str) -> None:
+    """Refuse slides whose declared size no scanner makes."""
+    info = reader.info
+    if not info.levels:
+        raise InvalidInput(f"{display}: slide has no image levels")
+    if len(info.levels) > MAX_LEVELS:
+        raise InvalidInput(f"{display}: declares {len(info.levels)} levels (at most {MAX_LEVELS})")
+    for index, level in enumerate(info.levels):
+        width, height = level.size
+        if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
+            raise InvalidInput(
+                f"{display}: level {index} declares {width}x{height} px; Slidebank accepts "
+                f"1 to {MAX_SIDE:,} px per side"
+            )
+
+
+def validate(reader: SlideReader, display: str, mode: ValidationMode) -> None:
+    """Read enough of every level to know the slide is whole (``full``: every tile)."""
+    check_dimensions(reader, display)
+    for index, level in enumerate(reader.info.levels):
+        stored = reader.stored_tiles(index)
+        if stored is not None:
+            _check_stored_tiles(reader.files[0], index, stored)
+        grid = level.grid
+        if grid is None:
+            _read_untiled_level(reader, index, display)
+            continue
+        count = grid.width * grid.height
+        if mode == "full" or count <= SMALL_LEVEL_TILES:
+            positions = [(c, r) for r in range(grid.height) for c in range(grid.width)]
+        else:
+            positions = [(0, 0), (grid.width - 1, grid.height - 1)]
+        for column, row in positions:
+            try:
+                reader.read_tile(index, column, row)
+            except SlidebankError as exc:
+                raise CorruptSlide(f"{display}: level {index}: {_reason(exc)}") from exc
+    for name in reader.info.associated_names:
+        try:
+            reader.associated_image(name)
+        except SlidebankError as exc:
+            raise CorruptSlide(f"{display}: {name} image: {_reason(exc)}") from exc
+
+
+def _read_untiled_level(reader: SlideReader, index: int, display: str) -> None:
+    from slidebank.geometry import Point, Size
+
+    level = reader.info.levels[index]
+    # One strip-sized region at each end of the level.
+    height = min(level.size.height, 256)
+    width = min(level.size.width, 4096)
+    last_y = round((level.size.height - height) * level.downsample)
+    last_x = round((level.size.width - width) * level.downsample)
+    for location in (Point(0, 0), Point(last_x, last_y)):
+        try:
+            reader.read_region(location, index, Size(width, height))
+        except SlidebankError as exc:
+            raise CorruptSlide(f"{display}: level {index}: {_reason(exc)}") from exc
+
+
+def _check_stored_tiles(path: Path, level: int, tiles: TiffLevelTiles) -> None:
+    """Every tile lies inside the file and, for JPEG, starts and ends with its markers."""
+    size = path.stat().st_size
+    for index, (offset, count) in enumerate(zip(tiles.offsets, tiles.byte_counts, strict=True)):
+        if count and offset + count > size:
+            column, row = index % tiles.columns, index // tiles.columns
+            raise CorruptSlide(
+                f"{path}: level {level} tile ({column}, {row}) lies beyond the end of the file "
+                f"(bytes {offset}-{offset + count} of {size}); the file is truncated"
+            )
+    if tiles.compression != JPEG or size == 0:
+        return
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        if hasattr(view, "madvise"):
+            view.madvise(mmap.MADV_RANDOM)
+        for index, (offset, count) in enumerate(zip(tiles.offsets, tiles.byte_counts, strict=True)):
+            if not count:
+                continue
+            head = view[offset : offset + 2]
+            tail = view[offset + count - 2 : offset + count]
+            # Some writers pad tiles with zero bytes after the end-of-image marker.
+            if tail != EOI:
+                tail = view[offset : offset + count].rstrip(b"\0")[-2:]
+            if head != SOI or tail != EOI:
+                column, row = index % tiles.columns, index // tiles.columns
+                raise CorruptSlide(
+                    f"{path}: level {level} tile ({column}, {row}) is not a complete JPEG stream"
+                )
+
+
+def _reason(exc: SlidebankError) -> str:
+    text = str(exc)
+    return text.split(": ", 1)[1] if ": " in text and text.startswith("/") else text

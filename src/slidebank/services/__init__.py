@@ -1,0 +1,1 @@
+"""Use cases: each opens what it needs, owns its transactions, and returns plain results."""

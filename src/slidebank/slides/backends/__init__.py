@@ -1,0 +1,1 @@
+"""Reader backends, one module each, all with the constructor ``Backend(files)``."""

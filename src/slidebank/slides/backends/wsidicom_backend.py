@@ -1,0 +1,175 @@
+"""wsidicom backend: DICOM WSI as a folder or a set of instance files (with or without .dcm)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from slidebank.errors import CorruptSlide, NotFound
+from slidebank.geometry import Mpp, Point, Size
+from slidebank.slides.model import AssociatedImageInfo, Level, SlideInfo
+from slidebank.slides.reader import RawTile, SlideReader
+from slidebank.slides.sniff import is_dicom
+
+# DICOM transfer syntaxes whose frames are standalone streams a browser or decoder takes.
+FRAME_MEDIA_TYPES = {
+    "1.2.840.10008.1.2.4.50": "image/jpeg",  # JPEG baseline
+    "1.2.840.10008.1.2.4.51": "image/jpeg",  # JPEG extended
+    "1.2.840.10008.1.2.4.90": "image/jp2",  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.91": "image/jp2",  # JPEG 2000
+}
+
+
+class WsiDicomReader(SlideReader):
+    """Reads a DICOM VL Whole Slide Microscopy Image made of one or more instance files."""
+
+    name = "wsidicom"
+
+    def __init__(self, files: tuple[Path, ...]) -> None:
+        super().__init__(files)
+        from wsidicom import WsiDicom
+
+        try:
+            self._wsi = WsiDicom.open(list(files))
+        # wsidicom's errors share no base class beyond Exception, and malformed files also
+        # surface as ValueError, KeyError or AttributeError from pydicom underneath.
+        except Exception as exc:
+            raise CorruptSlide(
+                f"{files[0].parent}: not a readable DICOM whole-slide image ({exc})"
+            ) from exc
+        self._levels = list(self._wsi.levels)
+        if not self._levels:
+            raise CorruptSlide(f"{files[0].parent}: DICOM files hold no pyramid level")
+
+    @classmethod
+    def probe(cls, files: tuple[Path, ...]) -> bool:
+        try:
+            import wsidicom  # noqa: F401
+        except ImportError:
+            return False
+        return all(is_dicom(path) for path in files)
+
+    @cached_property
+    def info(self) -> SlideInfo:
+        base = self._levels[0]
+        levels = tuple(
+            Level(
+                Size(level.size.width, level.size.height),
+                base.size.width / level.size.width,
+                Size(level.tile_size.width, level.tile_size.height),
+            )
+            for level in self._levels
+        )
+        mpp = Mpp(float(base.mpp.width), float(base.mpp.height)) if base.mpp else None
+        associated: list[AssociatedImageInfo] = []
+        for name, reader in (("label", self._wsi.read_label), ("macro", self._wsi.read_overview)):
+            try:
+                image = reader()
+            except Exception:  # noqa: S112 - wsidicom raises various errors for "absent"
+                continue
+            associated.append(AssociatedImageInfo(name, Size(*image.size)))
+        return SlideInfo(
+            format="dicom",
+            vendor=self._manufacturer(),
+            levels=levels,
+            mpp=mpp,
+            objective_power=self._objective_power(),
+            associated=tuple(associated),
+            properties=self._properties(),
+            backend=self.name,
+        )
+
+    def _manufacturer(self) -> str | None:
+        equipment = self._wsi.metadata.equipment
+        return str(equipment.manufacturer) if equipment and equipment.manufacturer else None
+
+    def _objective_power(self) -> float | None:
+        dataset = self._base_dataset()
+        for optical in dataset.get("OpticalPathSequence", []) or []:
+            value = optical.get("ObjectiveLensPower")
+            if value:
+                return float(value)
+        return None
+
+    def _base_dataset(self) -> Any:
+        """The pydicom dataset of the base level's first instance."""
+        return self._levels[0].default_instance.dataset.as_dataset()
+
+    def _properties(self) -> dict[str, str]:
+        base = self._levels[0]
+        image_data: Any = base.default_instance.image_data
+        dataset = self._base_dataset()
+        props: dict[str, str] = {
+            "dicom.transfer-syntax": str(image_data.transfer_syntax),
+            "dicom.photometric-interpretation": str(image_data.photometric_interpretation),
+            "dicom.samples-per-pixel": str(image_data.samples_per_pixel),
+            "dicom.optical-paths": ",".join(str(p) for p in base.optical_paths),
+            "dicom.focal-planes": ",".join(str(z) for z in base.focal_planes),
+        }
+        for keyword in ("Manufacturer", "ManufacturerModelName", "SoftwareVersions"):
+            value = dataset.get(keyword)
+            if value not in (None, ""):
+                props[f"dicom.{keyword}"] = str(value)
+        return props
+
+    def read_region(self, location: Point, level: int, size: Size) -> Image.Image:
+        self._check_region(location, level, size)
+        lvl = self.info.levels[level]
+        x0 = round(location.x / lvl.downsample)
+        y0 = round(location.y / lvl.downsample)
+        # wsidicom refuses regions that cross the level's edge; OpenSlide's contract (which
+        # this interface keeps) is to return them, blank outside the image.
+        left, top = max(x0, 0), max(y0, 0)
+        right = min(x0 + size.width, lvl.size.width)
+        bottom = min(y0 + size.height, lvl.size.height)
+        canvas = Image.new("RGB", (size.width, size.height), (255, 255, 255))
+        if right <= left or bottom <= top:
+            return canvas
+        try:
+            region = self._wsi.read_region(
+                (left, top), self._levels[level].level, (right - left, bottom - top)
+            )
+        except Exception as exc:
+            raise CorruptSlide(
+                f"{self.files[0].parent}: cannot read {size.width}x{size.height} at "
+                f"{tuple(location)}, level {level}: {exc}"
+            ) from exc
+        canvas.paste(region.convert("RGB"), (left - x0, top - y0))
+        return canvas
+
+    def associated_image(self, name: str) -> Image.Image:
+        readers = {"label": self._wsi.read_label, "macro": self._wsi.read_overview}
+        if name not in readers or name not in self.info.associated_names:
+            raise NotFound(f"{self.files[0].parent}: no associated image {name!r}")
+        image: Image.Image = readers[name]()
+        return image.convert("RGB")  # type: ignore[no-any-return]
+
+    def read_tile(self, level: int, column: int, row: int) -> Image.Image:
+        self._check_tile(level, column, row)
+        try:
+            tile: Image.Image = self._wsi.read_tile(self._levels[level].level, (column, row))
+        except Exception as exc:
+            raise CorruptSlide(
+                f"{self.files[0].parent}: tile ({column}, {row}) at level {level}: {exc}"
+            ) from exc
+        return tile.convert("RGB")
+
+    def read_raw_tile(self, level: int, column: int, row: int) -> RawTile | None:
+        self._check_tile(level, column, row)
+        image_data: Any = self._levels[level].default_instance.image_data
+        media_type = FRAME_MEDIA_TYPES.get(str(image_data.transfer_syntax))
+        if media_type is None:
+            return None
+        try:
+            data = self._wsi.read_encoded_tile(self._levels[level].level, (column, row))
+        except Exception as exc:
+            raise CorruptSlide(
+                f"{self.files[0].parent}: tile ({column}, {row}) at level {level}: {exc}"
+            ) from exc
+        return RawTile(data=bytes(data), media_type=media_type)
+
+    def close(self) -> None:
+        self._wsi.close()

@@ -1,0 +1,68 @@
+"""Raw tile access to tiled TIFF levels through tifffile, shared by the TIFF-based backends."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import tifffile
+
+from slidebank.errors import CorruptSlide
+from slidebank.slides.jpeg import complete_tile
+
+JPEG = 7
+PHOTOMETRIC_RGB = 2
+
+MEDIA_TYPES = {JPEG: "image/jpeg", 33003: "image/jpeg", 33005: "image/jp2", 34712: "image/jp2"}
+
+
+@dataclass(frozen=True)
+class TiffLevelTiles:
+    """Where the tiles of one tiled TIFF page are, and how to complete them."""
+
+    offsets: tuple[int, ...]
+    byte_counts: tuple[int, ...]
+    columns: int
+    compression: int
+    tables: bytes | None
+    rgb_components: bool
+
+    @property
+    def media_type(self) -> str | None:
+        return MEDIA_TYPES.get(self.compression)
+
+
+def level_tiles(page: tifffile.TiffPage) -> TiffLevelTiles:
+    """Tile locations of a tiled page (``page.is_tiled`` must hold)."""
+    tables_tag = page.tags.get("JPEGTables")
+    tables = bytes(tables_tag.value) if tables_tag is not None else None
+    columns = -(-page.imagewidth // page.tilewidth)
+    return TiffLevelTiles(
+        offsets=tuple(int(o) for o in page.dataoffsets),
+        byte_counts=tuple(int(c) for c in page.databytecounts),
+        columns=columns,
+        compression=int(page.compression),
+        tables=tables,
+        rgb_components=int(page.photometric) == PHOTOMETRIC_RGB,
+    )
+
+
+def read_stored_tile(
+    path: Path, fd: int, tiles: TiffLevelTiles, column: int, row: int
+) -> tuple[bytes, str]:
+    """The stored bytes of tile (column, row), completed into a standalone stream."""
+    media_type = tiles.media_type
+    if media_type is None:
+        raise CorruptSlide(f"{path}: compression {tiles.compression} has no raw tile form")
+    index = row * tiles.columns + column
+    offset, count = tiles.offsets[index], tiles.byte_counts[index]
+    data = os.pread(fd, count, offset)
+    if len(data) != count:
+        raise CorruptSlide(f"{path}: tile ({column}, {row}) is cut short (file truncated?)")
+    if tiles.compression == JPEG:
+        try:
+            data = complete_tile(data, tiles.tables, tiles.rgb_components)
+        except ValueError as exc:
+            raise CorruptSlide(f"{path}: tile ({column}, {row}): {exc}") from exc
+    return data, media_type

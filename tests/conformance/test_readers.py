@@ -1,0 +1,153 @@
+"""One suite, every reader backend: the SlideReader contract holds for each of them."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from slidebank.errors import NotFound
+from slidebank.geometry import Point, Size
+from slidebank.slides import open_slide
+from slidebank.slides.reader import SlideReader
+
+SlideMaker = Callable[[Path, Path], tuple[Path, ...]]
+
+
+def _file(*parts: str) -> SlideMaker:
+    return lambda testdata, _tmp: (testdata.joinpath("slides", *parts),)
+
+
+def _folder(*parts: str) -> SlideMaker:
+    def make(testdata: Path, _tmp: Path) -> tuple[Path, ...]:
+        folder = testdata.joinpath("slides", *parts)
+        return tuple(sorted(p for p in folder.iterdir() if p.name != "readme.txt"))
+
+    return make
+
+
+def _ome_tiff(_testdata: Path, tmp: Path) -> tuple[Path, ...]:
+    """A pyramidal OME-TIFF (SubIFD levels), which OpenSlide does not read as a pyramid."""
+    path = tmp / "pyramid.ome.tif"
+    y, x = np.mgrid[0:1024, 0:1536]
+    base = np.stack([(x // 4) % 256, (y // 4) % 256, ((x + y) // 8) % 256], axis=-1)
+    base = base.astype(np.uint8)
+    with tifffile.TiffWriter(path, ome=True) as tiff:
+        options = {"tile": (256, 256), "compression": "jpeg", "photometric": "rgb"}
+        tiff.write(
+            base,
+            subifds=2,
+            metadata={"axes": "YXS", "PhysicalSizeX": 0.25, "PhysicalSizeY": 0.25},
+            **options,
+        )
+        tiff.write(base[::2, ::2], subfiletype=1, **options)
+        tiff.write(base[::4, ::4], subfiletype=1, **options)
+    return (path,)
+
+
+CASES: list[tuple[str, str, SlideMaker]] = [
+    ("openslide", "aperio-svs", _file("aperio", "CMU-1-Small-Region.svs")),
+    ("openslide", "aperio-tiny", _file("aperio", "small-crop.svs")),
+    ("openslide", "ndpi", _file("hamamatsu", "test3-DAPI-2-(387).ndpi")),
+    ("openslide", "generic-tiff", _file("synthetic", "boxes.tiff")),
+    ("openslide", "dicom", _folder("synthetic", "boxes-dicom")),
+    ("wsidicom", "dicom", _folder("synthetic", "boxes-dicom")),
+    ("wsidicom", "wg26-partial", _folder("dicom", "WG26-BPAEC-partial")),
+    ("tifffile", "generic-tiff", _file("synthetic", "boxes.tiff")),
+    ("tifffile", "aperio-svs", _file("aperio", "CMU-1-Small-Region.svs")),
+    ("tifffile", "ome-tiff", _ome_tiff),
+]
+
+
+@pytest.fixture(params=CASES, ids=[f"{backend}-{name}" for backend, name, _ in CASES])
+def reader(request: pytest.FixtureRequest, testdata: Path, tmp_path: Path) -> SlideReader:
+    backend, _, make = request.param
+    opened = open_slide(make(testdata, tmp_path), backend=backend)
+    request.addfinalizer(opened.close)
+    return opened
+
+
+def test_levels_shrink_and_downsamples_match_sizes(reader: SlideReader) -> None:
+    levels = reader.info.levels
+    assert levels[0].downsample == 1.0
+    for finer, coarser in zip(levels, levels[1:], strict=False):
+        assert coarser.size.width <= finer.size.width
+        assert coarser.downsample > finer.downsample
+        expected = levels[0].size.width / coarser.size.width
+        assert coarser.downsample == pytest.approx(expected, rel=0.05)
+
+
+def test_region_has_requested_size_even_across_the_edge(reader: SlideReader) -> None:
+    width, height = reader.info.dimensions
+    region = reader.read_region(Point(width - 10, height - 10), 0, Size(40, 30))
+    assert region.mode == "RGB"
+    assert region.size == (40, 30)
+    outside = np.asarray(region)[20:, 20:]
+    assert outside.min() >= 250  # blank (white) beyond the image
+
+
+def test_tile_equals_region_at_the_same_place(reader: SlideReader) -> None:
+    level = len(reader.info.levels) - 1
+    grid = reader.info.levels[level].grid
+    assert grid is not None
+    column, row = grid.width - 1, grid.height - 1
+    tile = reader.read_tile(level, column, row)
+    tile_size = reader.info.levels[level].tile_size
+    assert tile_size is not None
+    downsample = reader.info.levels[level].downsample
+    origin = Point(
+        round(column * tile_size.width * downsample), round(row * tile_size.height * downsample)
+    )
+    region = reader.read_region(origin, level, Size(*tile.size))
+    difference = np.abs(np.asarray(tile, dtype=int) - np.asarray(region, dtype=int))
+    assert difference.mean() < 1.0
+
+
+def test_raw_tile_decodes_to_the_decoded_tile(reader: SlideReader) -> None:
+    raw = reader.read_raw_tile(0, 0, 0)
+    if raw is None:
+        pytest.skip(f"{reader.info.format} via {reader.name} keeps no stored tiles")
+    decoded_raw = Image.open(io.BytesIO(raw.data))
+    decoded_raw.load()
+    tile = reader.read_tile(0, 0, 0)
+    cropped = np.asarray(decoded_raw.convert("RGB"))[: tile.size[1], : tile.size[0]]
+    difference = np.abs(cropped.astype(int) - np.asarray(tile, dtype=int))
+    assert difference.mean() < 2.0
+
+
+def test_associated_images_and_thumbnail(reader: SlideReader) -> None:
+    for associated in reader.info.associated:
+        image = reader.associated_image(associated.name)
+        assert image.mode == "RGB"
+        assert image.size == tuple(associated.size)
+    thumbnail = reader.thumbnail(128)
+    assert max(thumbnail.size) <= 128
+    assert thumbnail.mode == "RGB"
+
+
+def test_out_of_range_requests_are_not_found(reader: SlideReader) -> None:
+    grid = reader.info.levels[0].grid
+    assert grid is not None
+    with pytest.raises(NotFound, match="no tile"):
+        reader.read_tile(0, grid.width, 0)
+    with pytest.raises(NotFound, match="no level"):
+        reader.read_region(Point(0, 0), len(reader.info.levels), Size(1, 1))
+    with pytest.raises(NotFound, match="no associated image"):
+        reader.associated_image("no-such-image")
+
+
+def test_ome_tiff_reports_its_pyramid_and_mpp(testdata: Path, tmp_path: Path) -> None:
+    with open_slide(_ome_tiff(testdata, tmp_path)) as reader:
+        assert reader.info.backend == "tifffile"
+        assert reader.info.format == "ome-tiff"
+        assert [level.size for level in reader.info.levels] == [
+            (1536, 1024),
+            (768, 512),
+            (384, 256),
+        ]
+        assert reader.info.mpp is not None and reader.info.mpp.x == pytest.approx(0.25)
