@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def reader(request: pytest.FixtureRequest, testdata: Path, tmp_path: Path) -> Sl
 def test_levels_shrink_and_downsamples_match_sizes(reader: SlideReader) -> None:
     levels = reader.info.levels
     assert levels[0].downsample == 1.0
-    for finer, coarser in zip(levels, levels[1:], strict=False):
+    for finer, coarser in itertools.pairwise(levels):
         assert coarser.size.width <= finer.size.width
         assert coarser.downsample > finer.downsample
         expected = levels[0].size.width / coarser.size.width

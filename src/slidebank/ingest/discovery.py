@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,11 +188,14 @@ def _dicom_series(path: Path) -> tuple[str, str] | None:
     from pydicom.errors import InvalidDicomError
 
     try:
-        header = pydicom.dcmread(
-            path,
-            stop_before_pixels=True,
-            specific_tags=["SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID"],
-        )
+        with warnings.catch_warnings():
+            # pydicom warns about every off-standard value; the reader reports what matters.
+            warnings.simplefilter("ignore")
+            header = pydicom.dcmread(
+                path,
+                stop_before_pixels=True,
+                specific_tags=["SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID"],
+            )
     except (InvalidDicomError, OSError, ValueError, KeyError, EOFError):
         return None
     if str(header.get("SOPClassUID", "")) != WSI_SOP_CLASS:

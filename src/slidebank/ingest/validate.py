@@ -9,7 +9,8 @@ from slidebank.config import ValidationMode
 from slidebank.errors import CorruptSlide, InvalidInput, SlidebankError
 from slidebank.slides.jpeg import EOI, SOI
 from slidebank.slides.reader import SlideReader
-from slidebank.slides.tiff_tiles import JPEG, TiffLevelTiles
+from slidebank.slides.sniff import is_tiff, kind_of, read_header
+from slidebank.slides.tiff_tiles import JPEG, TiffLevelTiles, broken_directory_chain
 
 # Larger than any scanner makes (the biggest WSIs are about 250,000 px on a side); a header
 # declaring more is broken or hostile, and would make later steps allocate absurd buffers.
@@ -38,6 +39,11 @@ def check_dimensions(reader: SlideReader, display: str) -> None:
 def validate(reader: SlideReader, display: str, mode: ValidationMode) -> None:
     """Read enough of every level to know the slide is whole (``full``: every tile)."""
     check_dimensions(reader, display)
+    for path in reader.files:
+        if is_tiff(kind_of(read_header(path))):
+            problem = broken_directory_chain(path)
+            if problem:
+                raise CorruptSlide(f"{path}: {problem}")
     for index, level in enumerate(reader.info.levels):
         stored = reader.stored_tiles(index)
         if stored is not None:

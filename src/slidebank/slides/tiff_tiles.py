@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,3 +67,50 @@ def read_stored_tile(
         except ValueError as exc:
             raise CorruptSlide(f"{path}: tile ({column}, {row}): {exc}") from exc
     return data, media_type
+
+
+MAX_DIRECTORIES = 4096
+
+
+def broken_directory_chain(path: Path) -> str | None:
+    """Why the file's chain of TIFF directories is broken, or None if it is whole.
+
+    Written by hand because libtiff and tifffile both stop quietly at a directory that lies
+    past the end of the file, so a truncated slide would read as a smaller, valid one.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        header = handle.read(16)
+        if len(header) < 8 or header[:2] not in (b"II", b"MM"):
+            return "not a TIFF header"
+        order = "<" if header[:2] == b"II" else ">"
+        (version,) = struct.unpack(order + "H", header[2:4])
+        big = version == 43
+        if big:
+            (offset,) = struct.unpack(order + "Q", header[8:16])
+            count_format, entry_size, next_format = "Q", 20, "Q"
+        else:
+            (offset,) = struct.unpack(order + "I", header[4:8])
+            count_format, entry_size, next_format = "H", 12, "I"
+        count_size = struct.calcsize(count_format)
+        next_size = struct.calcsize(next_format)
+        seen: set[int] = set()
+        directory = 0
+        while offset:
+            if offset in seen or directory >= MAX_DIRECTORIES:
+                return f"TIFF directory {directory} loops back or there are too many"
+            seen.add(offset)
+            if offset + count_size > size:
+                return (
+                    f"TIFF directory {directory} lies beyond the end of the file "
+                    f"(offset {offset} of {size} bytes): the file is truncated"
+                )
+            handle.seek(offset)
+            (entries,) = struct.unpack(order + count_format, handle.read(count_size))
+            end = offset + count_size + entries * entry_size + next_size
+            if end > size:
+                return f"TIFF directory {directory} runs past the end of the file: truncated"
+            handle.seek(end - next_size)
+            (offset,) = struct.unpack(order + next_format, handle.read(next_size))
+            directory += 1
+    return None

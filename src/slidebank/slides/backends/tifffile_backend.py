@@ -35,6 +35,14 @@ class TiffFileReader(SlideReader):
         self.path = files[0]
         try:
             self._tiff = tifffile.TiffFile(self.path)
+        except (tifffile.TiffFileError, ValueError, IndexError, KeyError, OSError) as exc:
+            raise CorruptSlide(f"{self.path}: TIFF structure is unreadable: {exc}") from exc
+        if len(self._tiff.pages) == 0:
+            self._tiff.close()
+            raise CorruptSlide(
+                f"{self.path}: no readable TIFF directory; the file is truncated or damaged"
+            )
+        try:
             series = self._tiff.series[0]
             self._pages: list[tifffile.TiffPage] = [_first_page(level) for level in series.levels]
         except (tifffile.TiffFileError, ValueError, IndexError, KeyError, OSError) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,10 @@ class WsiDicomReader(SlideReader):
         from wsidicom import WsiDicom
 
         try:
-            self._wsi = WsiDicom.open(list(files))
+            with warnings.catch_warnings():
+                # pydicom warns about each off-standard value; failures are reported below.
+                warnings.simplefilter("ignore")
+                self._wsi = WsiDicom.open(list(files))
         # wsidicom's errors share no base class beyond Exception, and malformed files also
         # surface as ValueError, KeyError or AttributeError from pydicom underneath.
         except Exception as exc:

@@ -1,0 +1,64 @@
+"""Small helpers for making bad inputs and inspecting a repository."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from sqlalchemy import func, select
+
+from slidebank.catalog.tables import Case, Image, Observation, Slide
+from slidebank.services.repository import Repository
+
+
+def stored_state(repository: Repository) -> dict[str, int]:
+    """Counts that must all be zero after a failed ingest into an empty repository."""
+    with repository.catalogue.reading() as session:
+        counts = {
+            "images": session.scalar(select(func.count(Image.id))) or 0,
+            "slides": session.scalar(select(func.count(Slide.id))) or 0,
+            "cases": session.scalar(select(func.count(Case.id))) or 0,
+            "observations": session.scalar(select(func.count(Observation.id))) or 0,
+        }
+    counts["objects"] = len(list(repository.store.iter_keys()))
+    counts["staging"] = len(list(repository.store.staging_root.iterdir()))
+    return counts
+
+
+EMPTY = {"images": 0, "slides": 0, "cases": 0, "observations": 0, "objects": 0, "staging": 0}
+
+
+def truncated_copy(source: Path, target: Path, fraction: float) -> Path:
+    data = source.read_bytes()
+    target.write_bytes(data[: int(len(data) * fraction)])
+    return target
+
+
+def corrupt_tile_copy(source: Path, target: Path, column: int, row: int) -> Path:
+    """A copy of a tiled TIFF with one level-0 tile overwritten by garbage."""
+    shutil.copyfile(source, target)
+    with tifffile.TiffFile(target) as tiff:
+        page = tiff.pages[0]
+        columns = -(-page.imagewidth // page.tilewidth)
+        index = row * columns + column
+        offset, count = page.dataoffsets[index], page.databytecounts[index]
+    with target.open("r+b") as handle:
+        handle.seek(offset)
+        handle.write(bytes(range(256)) * (count // 256) + b"\x00" * (count % 256))
+    return target
+
+
+def absurd_tiff(target: Path, side: int = 3_000_000) -> Path:
+    """A tiled TIFF whose header claims ``side`` x ``side`` pixels."""
+    tifffile.imwrite(target, np.zeros((256, 256, 3), np.uint8), tile=(256, 256), photometric="rgb")
+    data = bytearray(target.read_bytes())
+    with tifffile.TiffFile(target) as tiff:
+        page = tiff.pages[0]
+        offsets = [page.tags[name].valueoffset for name in ("ImageWidth", "ImageLength")]
+    for offset in offsets:
+        struct.pack_into("<I", data, offset, side)
+    target.write_bytes(bytes(data))
+    return target
