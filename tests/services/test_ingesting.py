@@ -282,3 +282,24 @@ def test_check_finds_a_consistent_repository(repository: Repository, cmu_small: 
     report = checking.check_repository(repository, rehash=True)
     assert report.consistent
     assert report.images == 1
+
+
+def test_registration_failure_after_storing_removes_the_stored_content(
+    repository: Repository, slides_dir: Path, tmp_path: Path
+) -> None:
+    """The catalogue refuses the second slide (case species conflict) after its bytes were
+    committed to the store: they must be removed again, and the first slide kept."""
+    sidecar = tmp_path / "conflict.csv"
+    sidecar.write_text(
+        "file,case,species\nCMU-1-Small-Region.svs,C1,Homo sapiens\nboxes.tiff,C1,Mus musculus\n"
+    )
+    report = ingest_paths(
+        repository,
+        [slides_dir / "aperio" / "CMU-1-Small-Region.svs", slides_dir / "synthetic" / "boxes.tiff"],
+        sidecar_path=sidecar,
+    )
+    assert [o.status for o in report.outcomes] == ["ingested", "failed"]
+    assert "case 'C1' is 'Homo sapiens'" in (report.outcomes[1].reason or "")
+    state = stored_state(repository)
+    assert (state["images"], state["objects"], state["staging"]) == (1, 1, 0)
+    assert checking.check_repository(repository, rehash=True).consistent

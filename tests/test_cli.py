@@ -1,0 +1,123 @@
+"""The command line as users run it: real processes, real exit codes, real output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SLIDEBANK = Path(sys.executable).with_name("slidebank")
+COMMANDS = ["ingest", "list", "show", "datasets", "check", "sample-slide", "demo"]
+
+
+def run(
+    *args: str | Path, home: Path, database_url: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SLIDEBANK_HOME": str(home), "COLUMNS": "200"}
+    env.pop("SLIDEBANK_DATABASE_URL", None)
+    if database_url:
+        env["SLIDEBANK_DATABASE_URL"] = database_url
+    return subprocess.run(
+        [str(SLIDEBANK), *map(str, args)], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_every_command_has_help(tmp_path: Path, command: str | None) -> None:
+    result = run(*([command] if command else []), "--help", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout
+    if command is None:
+        for name in COMMANDS:
+            assert name in result.stdout
+
+
+def test_ingest_list_show_round_trip(
+    tmp_path: Path, database_url: str, cmu_small: Path, slides_dir: Path
+) -> None:
+    home = tmp_path / "home"
+    result = run(
+        "ingest",
+        cmu_small,
+        slides_dir / "synthetic",
+        "--json",
+        home=home,
+        database_url=database_url,
+    )
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["status"] for r in records] == ["ingested"] * 3
+    assert all(set(r) >= {"id", "status", "reason"} for r in records)
+
+    again = run("ingest", cmu_small, "--json", home=home, database_url=database_url)
+    assert again.returncode == 0
+    assert json.loads(again.stdout)["status"] == "duplicate"
+
+    listed = run("list", "--json", "--format", "aperio", home=home, database_url=database_url)
+    rows = json.loads(listed.stdout)
+    assert [row["id"] for row in rows] == [records[0]["id"]]
+
+    shown = run("show", records[0]["id"], "--json", home=home, database_url=database_url)
+    record = json.loads(shown.stdout)
+    assert record["image"]["width"] == 2220
+    assert record["image"]["properties"]["aperio.AppMag"] == "20"
+
+    human = run("show", records[0]["id"], home=home, database_url=database_url)
+    assert "2220x2967 px" in human.stdout
+
+    table = run("list", home=home, database_url=database_url)
+    assert records[0]["id"] in table.stdout
+
+    datasets = json.loads(run("datasets", "--json", home=home, database_url=database_url).stdout)
+    assert [(d["short_name"], d["images"]) for d in datasets] == [("default", 3)]
+
+    checked = run("check", "--rehash", "--json", home=home, database_url=database_url)
+    assert checked.returncode == 0
+    assert json.loads(checked.stdout)["consistent"] is True
+
+
+def test_failed_ingest_exits_non_zero_and_says_why(tmp_path: Path, testdata: Path) -> None:
+    result = run("ingest", testdata / "bad" / "nonconformant-wsi.dcm", home=tmp_path / "h")
+    assert result.returncode == 1
+    assert "failed" in result.stdout
+    assert "nonconformant-wsi.dcm" in result.stdout
+    assert "Level files not found" in result.stdout
+
+
+def test_unknown_slide_is_a_clear_error(tmp_path: Path) -> None:
+    result = run("show", "sb-doesnotexist", home=tmp_path)
+    assert result.returncode == 1
+    assert "no slide with id 'sb-doesnotexist'" in result.stderr
+
+
+def test_bad_option_values_are_refused(tmp_path: Path, cmu_small: Path) -> None:
+    assert run("ingest", cmu_small, "--validation", "sloppy", home=tmp_path).returncode == 2
+    assert run("list", "--limit", "0", home=tmp_path).returncode == 2
+
+
+def test_sidecar_errors_name_the_field(tmp_path: Path, cmu_small: Path) -> None:
+    sidecar = tmp_path / "meta.json"
+    sidecar.write_text(json.dumps({"slides": [{"file": "x.svs", "case": {"species": "mouse"}}]}))
+    result = run("ingest", cmu_small, "--metadata", sidecar, home=tmp_path / "h")
+    assert result.returncode == 1
+    assert "meta.json" in result.stderr
+    assert "slides.0.case.id" in result.stderr
+
+
+def test_sample_slide_and_demo_need_no_shared_data(tmp_path: Path) -> None:
+    target = tmp_path / "sample.svs"
+    made = run("sample-slide", target, "--width", "3000", "--height", "2000", home=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert target.stat().st_size > 100_000
+
+    demo = run("demo", home=tmp_path / "demo-home")
+    assert demo.returncode == 0, demo.stderr
+    assert "1 ingested" in demo.stdout
+    assert "breast" in demo.stdout
+    again = run("demo", home=tmp_path / "demo-home")
+    assert again.returncode == 0
+    assert "1 duplicate" in again.stdout
