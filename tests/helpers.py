@@ -41,7 +41,7 @@ def corrupt_tile_copy(source: Path, target: Path, column: int, row: int) -> Path
     """A copy of a tiled TIFF with one level-0 tile overwritten by garbage."""
     shutil.copyfile(source, target)
     with tifffile.TiffFile(target) as tiff:
-        page = tiff.pages[0]
+        page = tiff.pages.first
         columns = -(-page.imagewidth // page.tilewidth)
         index = row * columns + column
         offset, count = page.dataoffsets[index], page.databytecounts[index]
@@ -56,7 +56,7 @@ def absurd_tiff(target: Path, side: int = 3_000_000) -> Path:
     tifffile.imwrite(target, np.zeros((256, 256, 3), np.uint8), tile=(256, 256), photometric="rgb")
     data = bytearray(target.read_bytes())
     with tifffile.TiffFile(target) as tiff:
-        page = tiff.pages[0]
+        page = tiff.pages.first
         offsets = [page.tags[name].valueoffset for name in ("ImageWidth", "ImageLength")]
     for offset in offsets:
         struct.pack_into("<I", data, offset, side)

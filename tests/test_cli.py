@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -121,3 +122,35 @@ def test_sample_slide_and_demo_need_no_shared_data(tmp_path: Path) -> None:
     again = run("demo", home=tmp_path / "demo-home")
     assert again.returncode == 0
     assert "1 duplicate" in again.stdout
+
+
+def _without_file_override() -> list[str]:
+    """A command prefix under which even root obeys file permissions."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: cannot make a file unreadable")
+    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
+
+
+def test_unreadable_file_fails_clearly_and_stores_nothing(tmp_path: Path, cmu_small: Path) -> None:
+    secret = tmp_path / "secret.svs"
+    shutil.copyfile(cmu_small, secret)
+    secret.chmod(0)
+    home = tmp_path / "home"
+    env = {**os.environ, "SLIDEBANK_HOME": str(home), "COLUMNS": "200"}
+    env.pop("SLIDEBANK_DATABASE_URL", None)
+    result = subprocess.run(
+        [*_without_file_override(), str(SLIDEBANK), "ingest", str(secret), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr
+    record = json.loads(result.stdout)
+    assert record["status"] == "failed"
+    assert record["source"] == str(secret)
+    assert "permission denied" in record["reason"]
+    assert list((home / "blobs" / "objects").iterdir()) == []

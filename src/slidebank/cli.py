@@ -93,7 +93,11 @@ class _RichProgress(ingesting.IngestProgress):
 @app.command()
 def ingest(
     paths: Annotated[
-        list[Path], typer.Argument(help="Slide files and folders (searched recursively).")
+        list[Path],
+        # Unreadable or missing paths are reported per path by ingest, beside the others.
+        typer.Argument(
+            help="Slide files and folders (searched recursively).", readable=False, exists=False
+        ),
     ],
     dataset: Annotated[str, typer.Option(help="Dataset short name; created if new.")] = "default",
     metadata: Annotated[

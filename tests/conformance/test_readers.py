@@ -6,6 +6,7 @@ import io
 import itertools
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -39,7 +40,7 @@ def _ome_tiff(_testdata: Path, tmp: Path) -> tuple[Path, ...]:
     base = np.stack([(x // 4) % 256, (y // 4) % 256, ((x + y) // 8) % 256], axis=-1)
     base = base.astype(np.uint8)
     with tifffile.TiffWriter(path, ome=True) as tiff:
-        options = {"tile": (256, 256), "compression": "jpeg", "photometric": "rgb"}
+        options: dict[str, Any] = {"tile": (256, 256), "compression": "jpeg", "photometric": "rgb"}
         tiff.write(
             base,
             subifds=2,

@@ -11,6 +11,7 @@ import pytest
 
 from slidebank.catalog.queries import SlideFilter
 from slidebank.errors import InvalidInput
+from slidebank.ingest.pipeline import Outcome
 from slidebank.services import browsing, checking
 from slidebank.services.ingesting import ingest_paths
 from slidebank.services.repository import Repository
@@ -18,8 +19,14 @@ from slidebank.slides import open_slide
 from tests.helpers import EMPTY, absurd_tiff, corrupt_tile_copy, stored_state, truncated_copy
 
 
-def _by_name(report_outcomes: list, name: str):  # type: ignore[no-untyped-def]
-    return next(o for o in report_outcomes if o.source.rstrip("/").endswith(name))
+def _id_of(outcomes: list[Outcome], name: str) -> str:
+    found = next(o for o in outcomes if o.source.rstrip("/").endswith(name))
+    assert found.id is not None
+    return found.id
+
+
+def _reason_of(outcomes: list[Outcome], name: str) -> str:
+    return next(o.reason or "" for o in outcomes if o.source.endswith(name))
 
 
 def test_every_test_slide_is_ingested_with_the_facts_of_its_readme(
@@ -36,10 +43,10 @@ def test_every_test_slide_is_ingested_with_the_facts_of_its_readme(
         "boxes-dicom": "ingested",
         "kidney-stripped.tif": "failed",
     }
-    assert "plain TIFF" in (_by_name(report.outcomes, "kidney-stripped.tif").reason or "")
+    assert "plain TIFF" in _reason_of(report.outcomes, "kidney-stripped.tif")
     assert [Path(p.path).name for p in report.skipped] == ["readme.txt"]
 
-    svs = browsing.show_slide(repository, _by_name(report.outcomes, "CMU-1-Small-Region.svs").id)
+    svs = browsing.show_slide(repository, _id_of(report.outcomes, "CMU-1-Small-Region.svs"))
     image = svs["image"]
     assert (image["format"], image["vendor"]) == ("aperio", "aperio")
     assert (image["width"], image["height"]) == (2220, 2967)
@@ -49,12 +56,12 @@ def test_every_test_slide_is_ingested_with_the_facts_of_its_readme(
     source_sha = hashlib.sha256((slides_dir / "aperio" / "CMU-1-Small-Region.svs").read_bytes())
     assert image["checksum"] == source_sha.hexdigest()
 
-    ndpi = browsing.show_slide(repository, _by_name(report.outcomes, ".ndpi").id)["image"]
+    ndpi = browsing.show_slide(repository, _id_of(report.outcomes, ".ndpi"))["image"]
     assert (ndpi["width"], ndpi["height"], len(ndpi["levels"])) == (3968, 4864, 7)
     assert ndpi["mpp"][0] == pytest.approx(0.228, abs=1e-3)
     assert [a["name"] for a in ndpi["associated_images"]] == ["macro"]
 
-    wg26 = browsing.show_slide(repository, _by_name(report.outcomes, "WG26-BPAEC-partial").id)
+    wg26 = browsing.show_slide(repository, _id_of(report.outcomes, "WG26-BPAEC-partial"))
     assert wg26["image"]["format"] == "dicom"
     assert (wg26["image"]["width"], wg26["image"]["height"]) == (3072, 2304)
     assert len(wg26["image"]["files"]) == 10  # every instance, the label and the map
