@@ -65,6 +65,8 @@ class Repetition:
     order: str
     floor_s: float
     sync_s: float
+    sha256sum_s: float
+    cp_s: float
     ingest_s: float
     ingest_rss_mb: float
     ingest_user_s: float
@@ -154,17 +156,18 @@ def warm(path: Path) -> None:
             pass
 
 
-def measure_floor(slide: Path) -> tuple[float, float]:
-    """Seconds for sha256sum + cp, and for the ``sync DEST`` that follows."""
+def measure_floor(slide: Path) -> tuple[float, float, float]:
+    """Seconds for ``sha256sum``, for ``cp``, and for the ``sync DEST`` that follows."""
     with fresh_folder("floor-") as folder:
         destination = folder / slide.name
         started = time.perf_counter()
         subprocess.run(["sha256sum", str(slide)], check=True, stdout=subprocess.DEVNULL)
+        hashed = time.perf_counter()
         subprocess.run(["cp", str(slide), str(destination)], check=True)
         copied = time.perf_counter()
         subprocess.run(["sync", str(destination)], check=True)  # fsync of that file
         synced = time.perf_counter()
-    return copied - started, synced - copied
+    return hashed - started, copied - hashed, synced - copied
 
 
 def slidebank_command() -> Path:
@@ -357,6 +360,8 @@ def summary(results: Results) -> dict[str, float]:
         "ingest_s": median([r.ingest_s for r in reps]),
         "floor_s": median([r.floor_s for r in reps]),
         "floor_sync_s": median([r.floor_sync_s for r in reps]),
+        "sha256sum_s": median([r.sha256sum_s for r in reps]),
+        "cp_s": median([r.cp_s for r in reps]),
         "ratio_ingest_floor": median([r.ingest_s / r.floor_s for r in reps]),
         "ratio_ingest_floor_sync": median([r.ingest_s / r.floor_sync_s for r in reps]),
         "ingest_peak_rss_mb": median([r.ingest_rss_mb for r in reps]),
@@ -385,6 +390,18 @@ def markdown(results: Results, facts: dict[str, Any]) -> str:
             f"{medians['floor_s']:.2f}",
             runs([r.floor_s for r in reps]),
             "",
+        ),
+        (
+            "of which `sha256sum` (s)",
+            f"{medians['sha256sum_s']:.2f}",
+            runs([r.sha256sum_s for r in reps]),
+            f"{size / 1e6 / medians['sha256sum_s']:.0f} MB/s",
+        ),
+        (
+            "of which `cp` (s)",
+            f"{medians['cp_s']:.2f}",
+            runs([r.cp_s for r in reps]),
+            f"{size / 1e6 / medians['cp_s']:.0f} MB/s",
         ),
         (
             "floor + `sync` of the copy (s)",
@@ -575,19 +592,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     for index in range(args.repeat):
         # Order swapped each repetition, so drift favours neither.
         order = "floor,ingest" if index % 2 == 0 else "ingest,floor"
-        floor_s = sync_s = 0.0
+        sha256sum_s = cp_s = sync_s = 0.0
         ingest: ChildRun | None = None
         for which in order.split(","):
             if which == "floor":
-                floor_s, sync_s = measure_floor(slide.path)
+                sha256sum_s, cp_s, sync_s = measure_floor(slide.path)
             else:
                 ingest = measure_ingest(slide.path)
         assert ingest is not None
         repetition = Repetition(
             index=index + 1,
             order=order,
-            floor_s=floor_s,
+            floor_s=sha256sum_s + cp_s,
             sync_s=sync_s,
+            sha256sum_s=sha256sum_s,
+            cp_s=cp_s,
             ingest_s=ingest.seconds,
             ingest_rss_mb=ingest.usage.ru_maxrss * 1024 / 1e6,
             ingest_user_s=ingest.usage.ru_utime,
@@ -597,7 +616,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         results.repetitions.append(repetition)
         print(
-            f"rep {repetition.index} ({order}): floor {floor_s:.2f} s (+ sync {sync_s:.2f} s), "
+            f"rep {repetition.index} ({order}): floor {repetition.floor_s:.2f} s "
+            f"(sha256sum {sha256sum_s:.2f} + cp {cp_s:.2f}; then sync {sync_s:.2f} s), "
             f"ingest {repetition.ingest_s:.2f} s, peak RSS {repetition.ingest_rss_mb:.0f} MB "
             f"(anonymous {ingest.anon_mb:.0f} MB, file-backed {ingest.file_mb:.0f} MB)",
             flush=True,

@@ -6,8 +6,9 @@ promise that a failure at any step leaves no catalogue row and no stored file.
 
 from __future__ import annotations
 
-import logging
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Literal
 
@@ -15,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from slidebank.catalog import queries
 from slidebank.catalog.database import Catalogue
-from slidebank.catalog.entries import DatasetEntry
+from slidebank.catalog.entries import DatasetEntry, StoredFile
 from slidebank.config import Settings
 from slidebank.errors import SlidebankError, StorageError
 from slidebank.ingest.describe import describe
@@ -23,11 +24,9 @@ from slidebank.ingest.discovery import SlideSource
 from slidebank.ingest.sidecar import Sidecar
 from slidebank.ingest.store import stage_copy
 from slidebank.ingest.thumbnail import write_thumbnail
-from slidebank.ingest.validate import validate
-from slidebank.slides import open_slide
-from slidebank.storage import LocalBlobStore
-
-log = logging.getLogger(__name__)
+from slidebank.ingest.validate import check_dimensions, validate
+from slidebank.slides import SlideReader, open_slide
+from slidebank.storage import LocalBlobStore, Staging
 
 Status = Literal["ingested", "duplicate", "failed"]
 
@@ -84,9 +83,9 @@ def _ingest(
     if context.sidecar is not None:
         entry = context.sidecar.entry_for(source.files[0].name, _folder_name(source))
     with open_slide(source.files) as reader:
-        validate(reader, source.display, settings.validation)
+        check_dimensions(reader, source.display)
         with store.stage() as staging:
-            checksum, files = stage_copy(source, staging, settings.copy_chunk_bytes, progress)
+            checksum, files = _validate_while_copying(context, source, reader, staging, progress)
             with context.catalogue.reading() as session:
                 known = queries.image_by_checksum(session, checksum)
             if known is not None:
@@ -114,6 +113,52 @@ def _ingest(
     return Outcome(
         source.display, "ingested", id=public_id, format=scan.format, size_bytes=scan.size_bytes
     )
+
+
+class _CopyCancelled(Exception):
+    """Validation failed while the copy was running: stop copying."""
+
+
+def _validate_while_copying(
+    context: IngestContext,
+    source: SlideSource,
+    reader: SlideReader,
+    staging: Staging,
+    progress: Callable[[int], None] | None,
+) -> tuple[str, tuple[StoredFile, ...]]:
+    """Validate on one core while hashing and copying on the other.
+
+    Decoding tiles is CPU work in OpenSlide or libjpeg-turbo and copying is hashing plus I/O;
+    both release the GIL, so on two cores the step costs the longer of the two, not the sum.
+    """
+    failed = threading.Event()
+
+    def validate_or_flag() -> None:
+        try:
+            validate(reader, source.display, context.settings.validation)
+        except BaseException:
+            failed.set()
+            raise
+
+    def copied(count: int) -> None:
+        if failed.is_set():
+            raise _CopyCancelled
+        if progress is not None:
+            progress(count)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="slidebank-validate") as pool:
+        validation = pool.submit(validate_or_flag)
+        try:
+            result = stage_copy(source, staging, context.settings.copy_chunk_bytes, copied)
+        except _CopyCancelled:
+            validation.result()  # raises the validation error
+            raise
+        except BaseException:
+            failed.set()
+            wait([validation])
+            raise
+        validation.result()
+    return result
 
 
 def _forget(store: LocalBlobStore, key: str, existed: bool) -> None:
