@@ -54,6 +54,7 @@ RESULTS = BENCHMARKS / "results"
 BASE_WIDTH, BASE_HEIGHT = 100_000, 80_000  # about 2 GB of CMU-1-Small-Region tiles
 BASE_GB = 2.0
 GOAL_RATIO = 1.5
+CONCURRENT_STEP = "validate (concurrent with hash + copy)"
 GOAL_RSS_MB = 300.0
 FREE_SPACE_FACTOR = 3
 READ_CHUNK = 16 * 1024 * 1024
@@ -294,7 +295,7 @@ def measure_phases(slide: Path) -> dict[str, Any]:
 
     steps = {
         "open_slide": "open slide",
-        "validate": "validate",
+        "validate": CONCURRENT_STEP,
         "stage_copy": "hash + copy + fsync",
         "describe": "describe",
         "write_thumbnail": "thumbnail",
@@ -335,7 +336,11 @@ def measure_phases(slide: Path) -> dict[str, Any]:
         os.fsync = saved_fsync
     if [outcome.status for outcome in report.outcomes] != ["ingested"]:
         return {"skipped": f"in-process ingest did not succeed: {report.outcomes}"}
-    inner = sum(value for key, value in seconds.items() if key in steps.values())
+    # Validation runs on a second thread while the slide is hashed and copied: its time
+    # overlaps the copy and is not part of the sum.
+    inner = sum(
+        value for key, value in seconds.items() if key in steps.values() and key != CONCURRENT_STEP
+    )
     inner += seconds.get("commit to store", 0.0)
     seconds["catalogue + discovery (rest)"] = seconds.pop("ingest_paths") - inner
     return {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -20,13 +20,15 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from slidebank.catalog.queries import SlideFilter
-from slidebank.config import Settings, ValidationMode
 from slidebank.errors import SlidebankError
-from slidebank.ingest.discovery import SlideSource
-from slidebank.ingest.pipeline import Outcome
-from slidebank.services import browsing, checking, ingesting, samples
-from slidebank.services.repository import Repository, open_repository
+
+# The heavy libraries (SQLAlchemy, Alembic, OpenSlide, tifffile) are imported inside the
+# commands that use them, so that `slidebank --help` answers at once.
+if TYPE_CHECKING:
+    from slidebank.ingest.discovery import SlideSource
+    from slidebank.ingest.pipeline import Outcome
+    from slidebank.services.ingesting import IngestReport
+    from slidebank.services.repository import Repository
 
 app = typer.Typer(
     help="Slidebank: a repository of annotated pathology whole-slide images.",
@@ -56,6 +58,9 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts
 
 
 def _repository(home: Path | None, database_url: str | None, **extra: Any) -> Repository:
+    from slidebank.config import Settings
+    from slidebank.services.repository import open_repository
+
     settings = Settings.from_env(home=home, database_url=database_url, **extra)
     return open_repository(settings)
 
@@ -65,7 +70,7 @@ def _fail(exc: SlidebankError) -> typer.Exit:
     return typer.Exit(1)
 
 
-class _RichProgress(ingesting.IngestProgress):
+class _RichProgress:
     """Bytes and slides, on standard error so that --json output stays clean."""
 
     def __init__(self, progress: Progress) -> None:
@@ -113,9 +118,10 @@ def ingest(
     """Ingest whole-slide images: validate, store by content, describe, register."""
     if validation not in ("quick", "full"):
         raise typer.BadParameter("must be quick or full", param_hint="--validation")
-    mode: ValidationMode = "full" if validation == "full" else "quick"
+    from slidebank.services import ingesting
+
     try:
-        repository = _repository(home, database_url, validation=mode)
+        repository = _repository(home, database_url, validation=validation)
         with Progress(
             TextColumn("{task.description:>8}"),
             BarColumn(),
@@ -143,7 +149,7 @@ def ingest(
         raise typer.Exit(1)
 
 
-def _print_outcomes(report: ingesting.IngestReport) -> None:
+def _print_outcomes(report: IngestReport) -> None:
     table = Table(title="Ingest", title_justify="left")
     for column in ("status", "id", "format", "source", "reason"):
         table.add_column(column, overflow="fold")
@@ -188,6 +194,9 @@ def list_command(
     database_url: DatabaseOption = None,
 ) -> None:
     """List slides, filtered."""
+    from slidebank.catalog.queries import SlideFilter
+    from slidebank.services import browsing
+
     where = SlideFilter(
         dataset=dataset,
         anatomical_site=site,
@@ -248,6 +257,8 @@ def show(
     database_url: DatabaseOption = None,
 ) -> None:
     """Show one slide's full record."""
+    from slidebank.services import browsing
+
     try:
         repository = _repository(home, database_url)
         record = browsing.show_slide(repository, slide)
@@ -280,6 +291,8 @@ def datasets(
     database_url: DatabaseOption = None,
 ) -> None:
     """List datasets with their number of slides."""
+    from slidebank.services import browsing
+
     try:
         repository = _repository(home, database_url)
         rows = browsing.list_datasets(repository)
@@ -312,6 +325,8 @@ def check(
     database_url: DatabaseOption = None,
 ) -> None:
     """Check that the catalogue and the stored content agree."""
+    from slidebank.services import checking
+
     try:
         repository = _repository(home, database_url)
         report = checking.check_repository(repository, rehash=rehash, repair=repair)
@@ -348,6 +363,8 @@ def sample_slide(
     ] = None,
 ) -> None:
     """Write a realistic pyramidal Aperio SVS of any size, made of real tissue."""
+    from slidebank.services import samples
+
     try:
         with Progress(
             TextColumn("writing"),
@@ -373,6 +390,9 @@ def demo(
     database_url: DatabaseOption = None,
 ) -> None:
     """Create the repository, put sample content in, and show the catalogue."""
+    from slidebank.catalog.queries import SlideFilter
+    from slidebank.services import browsing, ingesting, samples
+
     try:
         repository = _repository(home, database_url)
         paths = [slides] if slides else [samples.demo_slides(repository.settings.home)]

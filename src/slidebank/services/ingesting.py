@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from slidebank.catalog import queries
 from slidebank.catalog.entries import DatasetEntry
@@ -25,14 +26,27 @@ class IngestReport:
         return any(outcome.status == "failed" for outcome in self.outcomes)
 
 
-class IngestProgress:
-    """Hooks for a progress display; the default does nothing."""
+class IngestProgress(Protocol):
+    """Hooks for a progress display."""
 
     def planned(self, sources: list[SlideSource]) -> None: ...
 
     def copied(self, count: int) -> None: ...
 
     def finished(self, outcome: Outcome) -> None: ...
+
+
+class NoProgress:
+    """Progress hooks that show nothing."""
+
+    def planned(self, sources: list[SlideSource]) -> None:
+        pass
+
+    def copied(self, count: int) -> None:
+        pass
+
+    def finished(self, outcome: Outcome) -> None:
+        pass
 
 
 def ingest_paths(
@@ -43,7 +57,7 @@ def ingest_paths(
     progress: IngestProgress | None = None,
 ) -> IngestReport:
     """Find the slides under ``paths`` and ingest each; failures do not stop the run."""
-    progress = progress or IngestProgress()
+    progress = progress or NoProgress()
     queries.check_short_name(dataset)
     settings = repository.settings
     sidecar = load_sidecar(sidecar_path, settings.max_sidecar_bytes) if sidecar_path else None
