@@ -111,14 +111,6 @@ def repository(settings: Settings) -> Iterator[Repository]:
     repo.close()
 
 
-@pytest.fixture
-def sqlite_repository(tmp_path: Path) -> Iterator[Repository]:
-    """A repository on the embedded default, for tests about storage rather than SQL."""
-    repo = open_repository(Settings(home=tmp_path / "repo"))
-    yield repo
-    repo.close()
-
-
 @pytest.fixture(scope="session")
 def generated_svs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated 6000 x 4000 Aperio SVS made of the bundled IHC tissue (no ../shared)."""

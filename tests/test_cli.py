@@ -81,8 +81,15 @@ def test_ingest_list_show_round_trip(
     assert json.loads(checked.stdout)["consistent"] is True
 
 
-def test_failed_ingest_exits_non_zero_and_says_why(tmp_path: Path, testdata: Path) -> None:
-    result = run("ingest", testdata / "bad" / "nonconformant-wsi.dcm", home=tmp_path / "h")
+def test_failed_ingest_exits_non_zero_and_says_why(
+    tmp_path: Path, database_url: str, testdata: Path
+) -> None:
+    result = run(
+        "ingest",
+        testdata / "bad" / "nonconformant-wsi.dcm",
+        home=tmp_path / "h",
+        database_url=database_url,
+    )
     assert result.returncode == 1
     assert "failed" in result.stdout
     assert "nonconformant-wsi.dcm" in result.stdout
@@ -109,17 +116,17 @@ def test_sidecar_errors_name_the_field(tmp_path: Path, cmu_small: Path) -> None:
     assert "slides.0.case.id" in result.stderr
 
 
-def test_sample_slide_and_demo_need_no_shared_data(tmp_path: Path) -> None:
+def test_sample_slide_and_demo_need_no_shared_data(tmp_path: Path, database_url: str) -> None:
     target = tmp_path / "sample.svs"
     made = run("sample-slide", target, "--width", "3000", "--height", "2000", home=tmp_path)
     assert made.returncode == 0, made.stderr
     assert target.stat().st_size > 100_000
 
-    demo = run("demo", home=tmp_path / "demo-home")
+    demo = run("demo", home=tmp_path / "demo-home", database_url=database_url)
     assert demo.returncode == 0, demo.stderr
     assert "1 ingested" in demo.stdout
-    assert "breast" in demo.stdout
-    again = run("demo", home=tmp_path / "demo-home")
+    assert "colon" in demo.stdout
+    again = run("demo", home=tmp_path / "demo-home", database_url=database_url)
     assert again.returncode == 0
     assert "1 duplicate" in again.stdout
 
@@ -134,13 +141,18 @@ def _without_file_override() -> list[str]:
     return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
 
 
-def test_unreadable_file_fails_clearly_and_stores_nothing(tmp_path: Path, cmu_small: Path) -> None:
+def test_unreadable_file_fails_clearly_and_stores_nothing(
+    tmp_path: Path, database_url: str, cmu_small: Path
+) -> None:
     secret = tmp_path / "secret.svs"
     shutil.copyfile(cmu_small, secret)
     secret.chmod(0)
     home = tmp_path / "home"
-    env = {**os.environ, "SLIDEBANK_HOME": str(home), "COLUMNS": "200"}
-    env.pop("SLIDEBANK_DATABASE_URL", None)
+    env = {
+        **os.environ,
+        "SLIDEBANK_HOME": str(home),
+        "SLIDEBANK_DATABASE_URL": database_url,
+    }
     result = subprocess.run(
         [*_without_file_override(), str(SLIDEBANK), "ingest", str(secret), "--json"],
         capture_output=True,

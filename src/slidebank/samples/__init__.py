@@ -1,6 +1,6 @@
 """Realistic sample slides for the demo, tests and benchmarks, made from real tissue."""
 
 from slidebank.samples.svs import SvsSpec, write_svs
-from slidebank.samples.tissue import Tissue, tissue_from_image, tissue_from_slide
+from slidebank.samples.tissue import Tissue, demo_tissue, tissue_from_slide
 
-__all__ = ["SvsSpec", "Tissue", "tissue_from_image", "tissue_from_slide", "write_svs"]
+__all__ = ["SvsSpec", "Tissue", "demo_tissue", "tissue_from_slide", "write_svs"]

@@ -61,20 +61,24 @@ def tissue_from_slide(path: Path, tile_size: int | None = None) -> Tissue:
         return Tissue(pixels, size, tuple(tiles), stored.tables)
 
 
-def tissue_from_image(image: Image.Image | Any, tile_size: int) -> Tissue:
-    """Tissue from an image (e.g. scikit-image's IHC sample), mirrored to tile seamlessly."""
-    pixels = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
-    if pixels.ndim != 3 or pixels.shape[2] < 3:
-        raise InvalidInput("tissue image must be RGB")
-    pixels = pixels[:, :, :3]
-    # Mirroring makes the pattern continuous across its period, so no seams show.
-    pixels = np.concatenate([pixels, pixels[:, ::-1]], axis=1)
-    pixels = np.concatenate([pixels, pixels[::-1]], axis=0)
-    return Tissue(np.ascontiguousarray(pixels), tile_size)
+def as_tissue_core(tissue: Tissue, background: tuple[int, int, int] = (242, 242, 240)) -> Tissue:
+    """The pattern cut to one round core on bare glass, so the slide looks like a tissue
+    microarray: cores in a grid, with the white background real slides have."""
+    pixels = np.asarray(tissue.pixels)
+    height, width = pixels.shape[:2]
+    y, x = np.mgrid[0:height, 0:width]
+    dy = (y - height / 2) / (height / 2)
+    dx = (x - width / 2) / (width / 2)
+    angle = np.arctan2(dy, dx)
+    # A slightly irregular edge, as a punched core has.
+    radius = 0.82 + 0.04 * np.sin(5 * angle) + 0.02 * np.cos(11 * angle + 1.0)
+    inside = np.hypot(dx, dy) < radius
+    core = np.where(inside[:, :, None], pixels, np.array(background, dtype=np.uint8))
+    return Tissue(np.ascontiguousarray(core.astype(np.uint8)), tissue.tile_size)
 
 
 def demo_tissue(tile_size: int) -> Tissue:
-    """The real IHC image bundled with scikit-image (no network needed)."""
+    """Cores of the real IHC image bundled with scikit-image (no network needed)."""
     try:
         from skimage import data
     except ImportError as exc:  # pragma: no cover - the demo extra installs it
@@ -82,4 +86,7 @@ def demo_tissue(tile_size: int) -> Tissue:
             "the demo slide needs scikit-image (pip install 'slidebank[demo]')"
         ) from exc
     image: Any = data.immunohistochemistry()  # type: ignore[no-untyped-call]
-    return tissue_from_image(np.asarray(image), tile_size)
+    # One unmirrored image per core, enlarged so a core spans about half a millimetre.
+    enlarged = Image.fromarray(np.asarray(image)).resize((1024, 1024), Image.Resampling.LANCZOS)
+    pattern = np.asarray(enlarged.convert("RGB"))
+    return as_tissue_core(Tissue(pattern, tile_size))

@@ -6,10 +6,9 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from slidebank.samples import SvsSpec, tissue_from_slide, write_svs
-from slidebank.samples.tissue import demo_tissue
+from slidebank.samples import SvsSpec, demo_tissue, tissue_from_slide, write_svs
 
-DEMO_FILE = "demo-ihc-breast.svs"
+DEMO_FILE = "demo-colon-tma-fhl2.svs"
 
 
 def make_sample_slide(
@@ -41,7 +40,10 @@ def demo_sidecar(home: Path) -> Path:
             "title": "Slidebank demo",
             "version": "1",
             "licence": "CC0-1.0",
-            "description": "A generated slide made of the IHC image that scikit-image ships.",
+            "description": (
+                "A generated tissue microarray whose cores are the colon IHC image that "
+                "scikit-image ships (FHL2 revealed with DAB, hematoxylin counterstain)."
+            ),
         },
         "slides": [
             {
@@ -49,21 +51,16 @@ def demo_sidecar(home: Path) -> Path:
                 "case": {"id": "DEMO-001", "species": "Homo sapiens"},
                 "specimen": {
                     "id": "A",
-                    "anatomical_site": "breast",
-                    "sampling": "excision",
+                    "anatomical_site": "colon",
+                    "sampling": "tissue microarray cores",
                     "observations": [
-                        {
-                            "kind": "diagnosis",
-                            "code": "413448000",
-                            "scheme": "SCT",
-                            "meaning": "Invasive ductal carcinoma of breast",
-                        }
+                        {"kind": "description", "text": "Colonic glands with FHL2 expression"}
                     ],
                 },
-                "block": {"id": "A1"},
+                "block": {"id": "TMA-1"},
                 "slide": {
-                    "id": "A1-1",
-                    "staining": {"compound": "DAB", "target": "Ki-67", "method": "IHC"},
+                    "id": "TMA-1-1",
+                    "staining": {"compound": "DAB", "target": "FHL2", "method": "IHC"},
                 },
             }
         ],
