@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -57,12 +59,22 @@ DatabaseOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
-def _repository(home: Path | None, database_url: str | None, **extra: Any) -> Repository:
+@contextmanager
+def _opened(home: Path | None, database_url: str | None, **extra: Any) -> Iterator[Repository]:
+    """The repository for a command; Slidebank errors become a message and exit code 1."""
     from slidebank.config import Settings
     from slidebank.services.repository import open_repository
 
-    settings = Settings.from_env(home=home, database_url=database_url, **extra)
-    return open_repository(settings)
+    try:
+        repository = open_repository(
+            Settings.from_env(home=home, database_url=database_url, **extra)
+        )
+        try:
+            yield repository
+        finally:
+            repository.close()
+    except SlidebankError as exc:
+        raise _fail(exc) from exc
 
 
 def _fail(exc: SlidebankError) -> typer.Exit:
@@ -120,9 +132,9 @@ def ingest(
         raise typer.BadParameter("must be quick or full", param_hint="--validation")
     from slidebank.services import ingesting
 
-    try:
-        repository = _repository(home, database_url, validation=validation)
-        with Progress(
+    with (
+        _opened(home, database_url, validation=validation) as repository,
+        Progress(
             TextColumn("{task.description:>8}"),
             BarColumn(),
             MofNCompleteColumn(),
@@ -131,13 +143,9 @@ def ingest(
             TimeRemainingColumn(),
             console=err,
             transient=True,
-        ) as bar:
-            report = ingesting.ingest_paths(
-                repository, paths, dataset, metadata, _RichProgress(bar)
-            )
-        repository.close()
-    except SlidebankError as exc:
-        raise _fail(exc) from exc
+        ) as bar,
+    ):
+        report = ingesting.ingest_paths(repository, paths, dataset, metadata, _RichProgress(bar))
     if as_json:
         for outcome in report.outcomes:
             out.print_json(json.dumps(outcome.as_json()), indent=None)
@@ -210,12 +218,8 @@ def list_command(
         limit=limit,
         offset=offset,
     )
-    try:
-        repository = _repository(home, database_url)
+    with _opened(home, database_url) as repository:
         rows = browsing.list_slides(repository, where)
-        repository.close()
-    except SlidebankError as exc:
-        raise _fail(exc) from exc
     if as_json:
         out.print_json(json.dumps(rows))
         return
@@ -259,12 +263,8 @@ def show(
     """Show one slide's full record."""
     from slidebank.services import browsing
 
-    try:
-        repository = _repository(home, database_url)
+    with _opened(home, database_url) as repository:
         record = browsing.show_slide(repository, slide)
-        repository.close()
-    except SlidebankError as exc:
-        raise _fail(exc) from exc
     if as_json:
         out.print_json(json.dumps(record))
         return
@@ -293,12 +293,8 @@ def datasets(
     """List datasets with their number of slides."""
     from slidebank.services import browsing
 
-    try:
-        repository = _repository(home, database_url)
+    with _opened(home, database_url) as repository:
         rows = browsing.list_datasets(repository)
-        repository.close()
-    except SlidebankError as exc:
-        raise _fail(exc) from exc
     if as_json:
         out.print_json(json.dumps(rows))
         return
@@ -327,12 +323,8 @@ def check(
     """Check that the catalogue and the stored content agree."""
     from slidebank.services import checking
 
-    try:
-        repository = _repository(home, database_url)
+    with _opened(home, database_url) as repository:
         report = checking.check_repository(repository, rehash=rehash, repair=repair)
-        repository.close()
-    except SlidebankError as exc:
-        raise _fail(exc) from exc
     result = {
         "images": report.images,
         "missing": report.missing,
@@ -393,15 +385,11 @@ def demo(
     from slidebank.catalog.queries import SlideFilter
     from slidebank.services import browsing, ingesting, samples
 
-    try:
-        repository = _repository(home, database_url)
+    with _opened(home, database_url) as repository:
         paths = [slides] if slides else [samples.demo_slides(repository.settings.home)]
         sidecar = None if slides else samples.demo_sidecar(repository.settings.home)
         report = ingesting.ingest_paths(repository, paths, "demo", sidecar)
         rows = browsing.list_slides(repository, SlideFilter(limit=10_000))
-        repository.close()
-    except SlidebankError as exc:
-        raise _fail(exc) from exc
     _print_outcomes(report)
     _print_slides(rows)
     out.print(f"Repository: {repository.settings.home}")
