@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from slidebank.catalog.tables import Case, Image, Observation, Slide
 from slidebank.services.repository import Repository
+from slidebank.storage import LocalBlobStore
 
 
 def stored_state(repository: Repository) -> dict[str, int]:
@@ -23,8 +24,10 @@ def stored_state(repository: Repository) -> dict[str, int]:
             "cases": session.scalar(select(func.count(Case.id))) or 0,
             "observations": session.scalar(select(func.count(Observation.id))) or 0,
         }
-    counts["objects"] = len(list(repository.store.iter_keys()))
-    counts["staging"] = len(list(repository.store.staging_root.iterdir()))
+    store = repository.store
+    assert isinstance(store, LocalBlobStore)
+    counts["objects"] = len(list(store.iter_keys()))
+    counts["staging"] = len(list(store.staging_root.iterdir()))
     return counts
 
 
@@ -61,4 +64,20 @@ def absurd_tiff(target: Path, side: int = 3_000_000) -> Path:
     for offset in offsets:
         struct.pack_into("<I", data, offset, side)
     target.write_bytes(bytes(data))
+    return target
+
+
+def unpyramided_tiff(target: Path, width: int, height: int) -> Path:
+    """A tiled TIFF with one large level and no pyramid, written tile by tile."""
+    tile = np.full((256, 256, 3), 230, np.uint8)
+    count = -(-width // 256) * -(-height // 256)
+    tifffile.imwrite(
+        target,
+        (tile for _ in range(count)),
+        shape=(height, width, 3),
+        dtype=np.uint8,
+        tile=(256, 256),
+        photometric="rgb",
+        compression="zlib",
+    )
     return target

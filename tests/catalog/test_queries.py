@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from slidebank.catalog import queries
@@ -15,7 +16,7 @@ from slidebank.catalog.entries import (
     StoredFile,
 )
 from slidebank.catalog.queries import SlideFilter
-from slidebank.catalog.tables import Observation
+from slidebank.catalog.tables import Image, Observation
 from slidebank.errors import InvalidInput, NotFound
 
 
@@ -67,7 +68,7 @@ def test_same_checksum_twice_is_refused_by_the_database(catalogue: Catalogue) ->
         dataset = queries.ensure_dataset(session, DatasetEntry("d"))
         queries.add_scanned_slide(session, dataset, _scan("1" * 64), None)
     with catalogue.reading() as session:
-        assert queries.count_images(session) == 1
+        assert session.scalar(select(func.count(Image.id))) == 1
 
 
 def test_an_observation_belongs_to_exactly_one_subject(catalogue: Catalogue) -> None:
@@ -100,11 +101,22 @@ def test_filters_and_paging(catalogue: Catalogue) -> None:
                 session, dataset, _scan(f"{index}" * 64, mpp_x=0.25 * (index + 1)), entry
             )
 
+        # A slide with no case: its diagnosis is on the slide itself.
+        queries.add_scanned_slide(
+            session,
+            dataset,
+            _scan("9" * 64, mpp_x=None),
+            SlideEntry(
+                slide_observations=(ObservationEntry("diagnosis", text="Cholangiocarcinoma"),)
+            ),
+        )
+
     def count(**where: object) -> int:
         with catalogue.reading() as session:
             return len(queries.list_images(session, SlideFilter(**where)))  # type: ignore[arg-type]
 
-    assert count() == 3
+    assert count() == 4
+    assert count(diagnosis="cholangio") == 1
     assert count(species="rattus") == 2
     assert count(anatomical_site="LIVER") == 2
     assert count(diagnosis="D1") == 1
@@ -112,8 +124,8 @@ def test_filters_and_paging(catalogue: Catalogue) -> None:
     assert count(diagnosis="necrosis_x") == 0  # % and _ are matched literally
     assert count(mpp_min=0.3) == 2
     assert count(mpp_max=0.3) == 1
-    assert count(limit=2) == 2
-    assert count(limit=2, offset=2) == 1
+    assert count(limit=3) == 3
+    assert count(limit=3, offset=3) == 1
     with pytest.raises(InvalidInput, match="limit"):
         count(limit=0)
     with catalogue.reading() as session, pytest.raises(NotFound, match="no slide with id"):

@@ -93,20 +93,26 @@ def test_region_has_requested_size_even_across_the_edge(reader: SlideReader) -> 
     assert outside.min() >= 250  # blank (white) beyond the image
 
 
-def test_tile_equals_region_at_the_same_place(reader: SlideReader) -> None:
+def test_edge_tile_is_cut_to_the_level_and_matches_a_larger_region(reader: SlideReader) -> None:
     level = len(reader.info.levels) - 1
-    grid = reader.info.levels[level].grid
-    assert grid is not None
+    lvl = reader.info.levels[level]
+    grid, tile_size = lvl.grid, lvl.tile_size
+    assert grid is not None and tile_size is not None
     column, row = grid.width - 1, grid.height - 1
     tile = reader.read_tile(level, column, row)
-    tile_size = reader.info.levels[level].tile_size
-    assert tile_size is not None
-    downsample = reader.info.levels[level].downsample
-    origin = Point(
-        round(column * tile_size.width * downsample), round(row * tile_size.height * downsample)
+    expected = (
+        lvl.size.width - column * tile_size.width,
+        lvl.size.height - row * tile_size.height,
     )
-    region = reader.read_region(origin, level, Size(*tile.size))
-    difference = np.abs(np.asarray(tile, dtype=int) - np.asarray(region, dtype=int))
+    assert tile.size == expected
+    # The same pixels, read as part of a region that starts 8 px before the tile.
+    margin = 8
+    x = column * tile_size.width - margin
+    y = row * tile_size.height - margin
+    origin = Point(round(x * lvl.downsample), round(y * lvl.downsample))
+    region = reader.read_region(origin, level, Size(expected[0] + margin, expected[1] + margin))
+    inner = np.asarray(region, dtype=int)[margin:, margin:]
+    difference = np.abs(np.asarray(tile, dtype=int) - inner)
     assert difference.mean() < 1.0
 
 

@@ -58,3 +58,14 @@ def test_the_same_file_through_a_folder_symlink_is_found_once(
     found = discover([tmp_path])
     assert len(found.sources) == 1
     assert found.problems == []
+
+
+def test_dicom_instances_named_one_by_one_make_one_slide(slides_dir: Path) -> None:
+    instances = sorted((slides_dir / "synthetic" / "boxes-dicom").iterdir())
+    found = discover(instances)
+    assert [len(source.files) for source in found.sources] == [2]
+
+
+def test_a_file_given_twice_is_one_slide(cmu_small: Path) -> None:
+    found = discover([cmu_small, cmu_small.parent])
+    assert [source.files for source in found.sources].count((cmu_small,)) == 1

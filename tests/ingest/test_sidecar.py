@@ -18,7 +18,7 @@ def test_csv_sidecar(tmp_path: Path) -> None:
         "folder/b.ndpi,,,,,,,PAS,,,,\n"
     )
     sidecar = load_sidecar(path, 10_000)
-    first = sidecar.entry_for("a.svs")
+    first = sidecar.entry_for("dir/a.svs", "a.svs")
     assert first is not None
     assert (first.case, first.species, first.specimen, first.block) == (
         "P1",
@@ -28,7 +28,7 @@ def test_csv_sidecar(tmp_path: Path) -> None:
     )
     assert first.specimen_observations[0].code == "35917007"
     assert first.slide_observations[0].text == "mucin"
-    second = sidecar.entry_for("b.ndpi")
+    second = sidecar.entry_for("dir/b.ndpi", "b.ndpi")
     assert second is not None and second.stain_compound == "PAS" and second.case is None
     assert sidecar.unused() == []
 
@@ -47,7 +47,7 @@ def test_json_sidecar_with_dataset(tmp_path: Path) -> None:
     )
     sidecar = load_sidecar(path, 10_000)
     assert sidecar.dataset_entry("d").licence == "CC0-1.0"
-    entry = sidecar.entry_for("x.svs")
+    entry = sidecar.entry_for("x.svs", "x.svs")
     assert entry is not None and entry.species == "Canis lupus familiaris"
 
 
@@ -88,3 +88,13 @@ def test_binary_sidecar_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(InvalidInput, match="not UTF-8"):
         load_sidecar(path, 1000)
+
+
+def test_one_entry_is_never_given_to_two_slides(tmp_path: Path) -> None:
+    path = tmp_path / "meta.csv"
+    path.write_text("file,case\nslide.svs,P1\n")
+    sidecar = load_sidecar(path, 10_000)
+    assert sidecar.entry_for("A/slide.svs", "slide.svs") is not None
+    assert sidecar.entry_for("A/slide.svs", "slide.svs") is not None  # same slide again
+    with pytest.raises(InvalidInput, match=r"'slide.svs' matches two slides \(A/slide.svs and B"):
+        sidecar.entry_for("B/slide.svs", "slide.svs")

@@ -16,7 +16,14 @@ from slidebank.services import browsing, checking
 from slidebank.services.ingesting import ingest_paths
 from slidebank.services.repository import Repository
 from slidebank.slides import open_slide
-from tests.helpers import EMPTY, absurd_tiff, corrupt_tile_copy, stored_state, truncated_copy
+from tests.helpers import (
+    EMPTY,
+    absurd_tiff,
+    corrupt_tile_copy,
+    stored_state,
+    truncated_copy,
+    unpyramided_tiff,
+)
 
 
 def _id_of(outcomes: list[Outcome], name: str) -> str:
@@ -156,6 +163,10 @@ def _bad_inputs(testdata: Path, tmp_path: Path) -> dict[str, tuple[Path, str]]:
             absurd_tiff(tmp_path / "absurd.tif"),
             "declares 3000000x3000000 px",
         ),
+        "no pyramid for an overview": (
+            unpyramided_tiff(tmp_path / "flat.tif", 9216, 8192),
+            "smallest level is 9216x8192 px",
+        ),
     }
 
 
@@ -172,6 +183,7 @@ BAD_CASES = [
     "folder symlink loop",
     "file symlink loop",
     "absurd dimensions",
+    "no pyramid for an overview",
 ]
 
 

@@ -20,7 +20,7 @@ from slidebank.services.repository import open_repository
 from slidebank.services.samples import make_sample_slide
 
 SLIDEBANK = Path(sys.executable).with_name("slidebank")
-KILLS = 6
+KILLS = 8
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +55,7 @@ def test_kill_at_random_moments_then_rerun(
     started = time.monotonic()
     probe_env = {**env, "SLIDEBANK_HOME": str(tmp_path / "probe")}
     probe_env.pop("SLIDEBANK_DATABASE_URL")
-    probe = subprocess.run(
-        _ingest_command([medium_svs]), env=probe_env, capture_output=True, timeout=300
-    )
+    probe = subprocess.run(_ingest_command(paths), env=probe_env, capture_output=True, timeout=300)
     assert probe.returncode == 0, probe.stderr
     full_run = max(time.monotonic() - started, 1.0)
 
@@ -65,7 +63,7 @@ def test_kill_at_random_moments_then_rerun(
         process = subprocess.Popen(
             _ingest_command(paths), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        time.sleep(rng.uniform(0.05, full_run * 1.5))
+        time.sleep(rng.uniform(0.05, full_run))
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=60)
         repository = open_repository(settings)

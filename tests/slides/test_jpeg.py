@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from slidebank.slides.jpeg import ADOBE_RGB, complete_tile, looks_complete
+from slidebank.slides.jpeg import ADOBE_RGB, complete_tile
 
 
 def _jpeg(colour: tuple[int, int, int]) -> bytes:
@@ -39,8 +39,3 @@ def test_garbage_is_refused() -> None:
         complete_tile(b"\0\0\0", None, False)
     with pytest.raises(ValueError, match="JPEGTables"):
         complete_tile(b"\xff\xd8x", b"nonsense", False)
-
-
-def test_looks_complete() -> None:
-    assert looks_complete(_jpeg((1, 2, 3)))
-    assert not looks_complete(_jpeg((1, 2, 3))[:-10])

@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
+from sqlalchemy import ColumnElement, Select, exists, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from slidebank.catalog.entries import DatasetEntry, ObservationEntry, ScanEntry, SlideEntry
@@ -230,10 +230,6 @@ def list_images(session: Session, where: SlideFilter) -> list[Image]:
     return list(session.scalars(query.limit(where.limit).offset(where.offset)))
 
 
-def count_images(session: Session) -> int:
-    return int(session.scalar(select(func.count(Image.id))) or 0)
-
-
 def _conditions(where: SlideFilter) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if where.dataset:
@@ -277,11 +273,17 @@ def _has_diagnosis(text: str) -> ColumnElement[bool]:
     subject = or_(
         Observation.image_id == Image.id,
         Observation.slide_id == Slide.id,
-        and_(Observation.block_id.is_not(None), Observation.block_id == Slide.block_id),
-        and_(Observation.specimen_id.is_not(None), Observation.specimen_id == Specimen.id),
-        and_(Observation.case_id.is_not(None), Observation.case_id == Case.id),
+        Observation.block_id == Slide.block_id,
+        Observation.specimen_id == Specimen.id,
+        Observation.case_id == Case.id,
     )
-    return exists().where(Observation.kind == "diagnosis", matches, subject)
+    # Correlated explicitly: without the outer query's joins this would silently become a
+    # cross join instead of failing.
+    return (
+        exists()
+        .where(Observation.kind == "diagnosis", matches, subject)
+        .correlate(Image, Slide, Specimen, Case)
+    )
 
 
 def _with_hierarchy(query: Select[Any]) -> Select[Any]:

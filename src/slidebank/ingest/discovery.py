@@ -13,7 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from slidebank.errors import InvalidInput
+from slidebank.errors import InvalidInput, without_location
 from slidebank.slides.sniff import is_tiff, kind_of, read_header
 
 WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
@@ -53,35 +53,38 @@ class Discovery:
 
 
 def discover(paths: list[Path]) -> Discovery:
-    """Slide sources under ``paths`` (files and folders, recursively)."""
+    """Slide sources under ``paths`` (files and folders, recursively).
+
+    Files from every path are grouped together, so the instances of one DICOM slide given
+    as separate arguments (``slidebank ingest dir/*.dcm``) still make one slide.
+    """
     found = Discovery()
+    files: dict[Path, None] = {}  # ordered set: the same file through two paths counts once
+    explicit: set[Path] = set()
+    folders: list[Path] = []
     for path in paths:
-        _discover_one(path, found)
+        try:
+            path.stat()
+        except FileNotFoundError:
+            reason = "symlink points nowhere" if path.is_symlink() else "no such file or folder"
+            found.problems.append(Problem(str(path), reason))
+            continue
+        except OSError as exc:
+            found.problems.append(Problem(str(path), _os_reason(exc)))
+            continue
+        if path.is_dir():
+            folders.append(path)
+            files.update(dict.fromkeys(_walk(path, found)))
+        elif not os.access(path, os.R_OK):
+            found.problems.append(Problem(str(path), "cannot read file (permission denied)"))
+        else:
+            explicit.add(path)
+            files[path] = None
+    _group(list(files), found, explicit)
+    for folder in folders:
+        if not any(f.is_relative_to(folder) for s in found.sources for f in s.files):
+            found.problems.append(Problem(str(folder), "no slides found in this folder"))
     return found
-
-
-def _discover_one(path: Path, found: Discovery) -> None:
-    try:
-        status = path.stat()
-    except FileNotFoundError:
-        reason = "symlink points nowhere" if path.is_symlink() else "no such file or folder"
-        found.problems.append(Problem(str(path), reason))
-        return
-    except OSError as exc:
-        found.problems.append(Problem(str(path), _os_reason(exc)))
-        return
-    if path.is_dir():
-        before = len(found.sources)
-        files = _walk(path, found)
-        _group(files, found, explicit=False)
-        if len(found.sources) == before:
-            found.problems.append(Problem(str(path), "no slides found in this folder"))
-        return
-    if not os.access(path, os.R_OK):
-        found.problems.append(Problem(str(path), "cannot read file (permission denied)"))
-        return
-    del status
-    _group([path], found, explicit=True)
 
 
 def _walk(root: Path, found: Discovery) -> list[Path]:
@@ -131,7 +134,7 @@ def _walk(root: Path, found: Discovery) -> list[Path]:
     return files
 
 
-def _group(files: list[Path], found: Discovery, explicit: bool) -> None:
+def _group(files: list[Path], found: Discovery, explicit: set[Path]) -> None:
     """Turn files into slide sources: DICOM by series, MRXS and VMS with their parts."""
     dicom: dict[tuple[str, str], list[Path]] = defaultdict(list)
     consumed: set[Path] = set()
@@ -141,7 +144,7 @@ def _group(files: list[Path], found: Discovery, explicit: bool) -> None:
         try:
             kinds[path] = kind_of(read_header(path))
         except InvalidInput as exc:
-            found.problems.append(Problem(str(path), _strip(str(exc), path)))
+            found.problems.append(Problem(str(path), without_location(str(exc), path)))
             continue
     for path, kind in kinds.items():
         if kind == "ini":
@@ -155,12 +158,13 @@ def _group(files: list[Path], found: Discovery, explicit: bool) -> None:
         if kind == "dicom":
             key = _dicom_series(path)
             if key is None:
-                _not_a_slide(
-                    path, "DICOM file is not a whole-slide image instance", found, explicit
+                reason = "DICOM file is not a whole-slide image instance"
+                (found.problems if path in explicit else found.skipped).append(
+                    Problem(str(path), reason)
                 )
             else:
                 dicom[key].append(path)
-        elif is_tiff(kind) or explicit:
+        elif is_tiff(kind) or path in explicit:
             singles.append(path)
         else:
             found.skipped.append(Problem(str(path), f"not a slide ({kind} content)"))
@@ -171,10 +175,6 @@ def _group(files: list[Path], found: Discovery, explicit: bool) -> None:
         names = tuple(f"instance-{index:04d}.dcm" for index in range(len(members)))
         display = str(members[0].parent) if len(members) > 1 else str(members[0])
         found.sources.append(SlideSource(tuple(members), names, display))
-
-
-def _not_a_slide(path: Path, reason: str, found: Discovery, explicit: bool) -> None:
-    (found.problems if explicit else found.skipped).append(Problem(str(path), reason))
 
 
 def _single_name(path: Path) -> str:
@@ -241,8 +241,3 @@ def _os_reason(exc: OSError) -> str:
     if isinstance(exc, PermissionError):
         return "permission denied"
     return exc.strerror or str(exc)
-
-
-def _strip(message: str, path: Path) -> str:
-    prefix = f"{path}: "
-    return message[len(prefix) :] if message.startswith(prefix) else message

@@ -16,9 +16,9 @@ from sqlalchemy.exc import IntegrityError
 
 from slidebank.catalog import queries
 from slidebank.catalog.database import Catalogue
-from slidebank.catalog.entries import DatasetEntry, StoredFile
+from slidebank.catalog.entries import DatasetEntry, ScanEntry, SlideEntry, StoredFile
 from slidebank.config import Settings
-from slidebank.errors import SlidebankError, StorageError
+from slidebank.errors import SlidebankError, StorageError, without_location
 from slidebank.ingest.describe import describe
 from slidebank.ingest.discovery import SlideSource
 from slidebank.ingest.sidecar import Sidecar
@@ -26,7 +26,7 @@ from slidebank.ingest.store import stage_copy
 from slidebank.ingest.thumbnail import write_thumbnail
 from slidebank.ingest.validate import check_dimensions, validate
 from slidebank.slides import SlideReader, open_slide
-from slidebank.storage import LocalBlobStore, Staging
+from slidebank.storage import BlobStore, Staging
 
 Status = Literal["ingested", "duplicate", "failed"]
 
@@ -56,7 +56,7 @@ class Outcome:
 class IngestContext:
     settings: Settings
     catalogue: Catalogue
-    store: LocalBlobStore
+    store: BlobStore
     dataset: DatasetEntry
     sidecar: Sidecar | None = None
 
@@ -70,9 +70,11 @@ def ingest_source(
     try:
         return _ingest(context, source, progress)
     except SlidebankError as exc:
-        return Outcome(source.display, "failed", reason=_reason(str(exc), source))
+        return Outcome(source.display, "failed", reason=without_location(str(exc), source.files))
     except MemoryError:
         return Outcome(source.display, "failed", reason="ran out of memory reading the slide")
+    except Exception as exc:
+        return Outcome(source.display, "failed", reason=f"unexpected {type(exc).__name__}: {exc}")
 
 
 def _ingest(
@@ -81,38 +83,56 @@ def _ingest(
     settings, store = context.settings, context.store
     entry = None
     if context.sidecar is not None:
-        entry = context.sidecar.entry_for(source.files[0].name, _folder_name(source))
+        entry = context.sidecar.entry_for(
+            source.display, source.files[0].name, _folder_name(source)
+        )
     with open_slide(source.files) as reader:
         check_dimensions(reader, source.display)
         with store.stage() as staging:
             checksum, files = _validate_while_copying(context, source, reader, staging, progress)
-            with context.catalogue.reading() as session:
-                known = queries.image_by_checksum(session, checksum)
+            known = _registered(context, checksum)
             if known is not None:
-                return _duplicate(source, known.public_id, reader.info.format)
+                return _duplicate(source, known, reader.info.format)
             scan = describe(reader, checksum, files, source.display)
             write_thumbnail(reader, staging.thumbnail_path, settings.thumbnail_size)
-            existed = store.exists(scan.storage_key)
-            store.commit(staging, scan.storage_key)
-    try:
-        with context.catalogue.transaction() as session:
-            dataset = queries.ensure_dataset(session, context.dataset)
-            image = queries.add_scanned_slide(session, dataset, scan, entry)
-            public_id = image.public_id
-    except IntegrityError as exc:
-        # Another ingest registered the same content between our check and our commit.
-        with context.catalogue.reading() as session:
-            known = queries.image_by_checksum(session, checksum)
-        if known is not None:
-            return _duplicate(source, known.public_id, scan.format)
-        _forget(store, scan.storage_key, existed)
-        raise StorageError(f"catalogue refused the slide: {exc.orig}") from exc
-    except BaseException:
-        _forget(store, scan.storage_key, existed)
-        raise
+            store.prepare(staging)
+            with store.registration_lock():
+                # Under the lock no other ingest commits or registers, so an object this
+                # run created is referenced by no row but the one it is about to write.
+                created = store.commit(staging, scan.storage_key)
+                try:
+                    public_id = _register(context, scan, entry)
+                except BaseException:
+                    if created:
+                        store.delete(scan.storage_key)
+                    raise
+    if public_id is None:
+        known = _registered(context, checksum)
+        if known is None:
+            raise StorageError(f"catalogue refused the slide with checksum {checksum}")
+        return _duplicate(source, known, scan.format)
     return Outcome(
         source.display, "ingested", id=public_id, format=scan.format, size_bytes=scan.size_bytes
     )
+
+
+def _registered(context: IngestContext, checksum: str) -> str | None:
+    """The public id of the slide with this content, if the catalogue has one."""
+    with context.catalogue.reading() as session:
+        known = queries.image_by_checksum(session, checksum)
+        return known.public_id if known is not None else None
+
+
+def _register(context: IngestContext, scan: ScanEntry, entry: SlideEntry | None) -> str | None:
+    """One transaction; None when the same content was registered meanwhile (a duplicate)."""
+    try:
+        with context.catalogue.transaction() as session:
+            dataset = queries.ensure_dataset(session, context.dataset)
+            return queries.add_scanned_slide(session, dataset, scan, entry).public_id
+    except IntegrityError:
+        if _registered(context, scan.checksum) is not None:
+            return None
+        raise
 
 
 class _CopyCancelled(Exception):
@@ -161,12 +181,6 @@ def _validate_while_copying(
     return result
 
 
-def _forget(store: LocalBlobStore, key: str, existed: bool) -> None:
-    """Remove a just-committed object that no catalogue row will point to."""
-    if not existed:
-        store.delete(key)
-
-
 def _duplicate(source: SlideSource, public_id: str, fmt: str) -> Outcome:
     return Outcome(
         source.display,
@@ -179,11 +193,3 @@ def _duplicate(source: SlideSource, public_id: str, fmt: str) -> Outcome:
 
 def _folder_name(source: SlideSource) -> str:
     return source.files[0].parent.name if len(source.files) > 1 else source.files[0].name
-
-
-def _reason(message: str, source: SlideSource) -> str:
-    """The error message without the leading path (the outcome names the source already)."""
-    for prefix in (source.display, str(source.files[0]), str(source.files[0].parent)):
-        if message.startswith(prefix + ": "):
-            return message[len(prefix) + 2 :]
-    return message

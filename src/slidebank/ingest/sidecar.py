@@ -108,17 +108,28 @@ class Sidecar:
     path: Path
     entries: dict[str, SlideEntry] = field(default_factory=dict)
     dataset: DatasetModel | None = None
-    used: set[str] = field(default_factory=set)
+    used: dict[str, str] = field(default_factory=dict)
+    """Entry name → the slide it was given to."""
 
-    def entry_for(self, *names: str) -> SlideEntry | None:
+    def entry_for(self, source: str, *names: str) -> SlideEntry | None:
+        """The entry for the slide ``source``, found under one of its ``names``.
+
+        Entries are matched by file name, so two slides with the same name in different
+        folders would silently share one; the second is refused instead.
+        """
         for name in names:
             if name in self.entries:
-                self.used.add(name)
+                first = self.used.setdefault(name, source)
+                if first != source:
+                    raise InvalidInput(
+                        f"{self.path}: entry {name!r} matches two slides ({first} and "
+                        f"{source}); ingest them separately or give the files unique names"
+                    )
                 return self.entries[name]
         return None
 
     def unused(self) -> list[str]:
-        return sorted(set(self.entries) - self.used)
+        return sorted(set(self.entries) - set(self.used))
 
     def dataset_entry(self, short_name: str) -> DatasetEntry:
         given = self.dataset or DatasetModel()

@@ -8,9 +8,9 @@ from pathlib import Path
 import simplejpeg
 
 from slidebank.config import ValidationMode
-from slidebank.errors import CorruptSlide, InvalidInput, SlidebankError
+from slidebank.errors import CorruptSlide, InvalidInput, SlidebankError, without_location
 from slidebank.slides.jpeg import EOI, SOI
-from slidebank.slides.reader import SlideReader
+from slidebank.slides.reader import MAX_REGION_PIXELS, SlideReader
 from slidebank.slides.sniff import is_tiff, kind_of, read_header
 from slidebank.slides.tiff_tiles import JPEG, TiffLevelTiles, broken_directory_chain
 
@@ -18,6 +18,9 @@ from slidebank.slides.tiff_tiles import JPEG, TiffLevelTiles, broken_directory_c
 # declaring more is broken or hostile, and would make later steps allocate absurd buffers.
 MAX_SIDE = 1_000_000
 MAX_LEVELS = 64
+MAX_TILE_SIDE = 8192
+# An overview is made from the smallest level, read whole: it must fit one region read.
+MAX_OVERVIEW_PIXELS = MAX_REGION_PIXELS
 # In quick mode, levels with at most this many tiles are decoded whole.
 SMALL_LEVEL_TILES = 1024
 
@@ -36,11 +39,28 @@ def check_dimensions(reader: SlideReader, display: str) -> None:
                 f"{display}: level {index} declares {width}x{height} px; Slidebank accepts "
                 f"1 to {MAX_SIDE:,} px per side"
             )
+        tile = level.tile_size
+        if tile is not None and not (
+            0 < tile.width <= MAX_TILE_SIDE and 0 < tile.height <= MAX_TILE_SIDE
+        ):
+            raise InvalidInput(
+                f"{display}: level {index} declares {tile.width}x{tile.height} px tiles; "
+                f"Slidebank accepts 1 to {MAX_TILE_SIDE:,} px per side"
+            )
+    smallest = min(info.levels, key=lambda level: level.size.area).size
+    if smallest.area > MAX_OVERVIEW_PIXELS:
+        raise InvalidInput(
+            f"{display}: its smallest level is {smallest.width}x{smallest.height} px; an "
+            "overview needs a pyramid level of at most "
+            f"{MAX_OVERVIEW_PIXELS:,} px (add pyramid levels when converting the slide)"
+        )
 
 
 def validate(reader: SlideReader, display: str, mode: ValidationMode) -> None:
-    """Read enough of every level to know the slide is whole (``full``: every tile)."""
-    check_dimensions(reader, display)
+    """Read enough of every level to know the slide is whole (``full``: every tile).
+
+    Run :func:`check_dimensions` first: it refuses sizes that would make reading absurd.
+    """
     for path in reader.files:
         if is_tiff(kind_of(read_header(path))):
             problem = broken_directory_chain(path)
@@ -68,12 +88,16 @@ def validate(reader: SlideReader, display: str, mode: ValidationMode) -> None:
                 else:
                     _decode_stored(reader, index, column, row)
             except SlidebankError as exc:
-                raise CorruptSlide(f"{display}: level {index}: {_reason(exc)}") from exc
+                raise CorruptSlide(
+                    f"{display}: level {index}: {without_location(str(exc), reader.files)}"
+                ) from exc
     for name in reader.info.associated_names:
         try:
             reader.associated_image(name)
         except SlidebankError as exc:
-            raise CorruptSlide(f"{display}: {name} image: {_reason(exc)}") from exc
+            raise CorruptSlide(
+                f"{display}: {name} image: {without_location(str(exc), reader.files)}"
+            ) from exc
 
 
 def _decode_stored(reader: SlideReader, level: int, column: int, row: int) -> None:
@@ -103,7 +127,9 @@ def _read_untiled_level(reader: SlideReader, index: int, display: str) -> None:
         try:
             reader.read_region(location, index, Size(width, height))
         except SlidebankError as exc:
-            raise CorruptSlide(f"{display}: level {index}: {_reason(exc)}") from exc
+            raise CorruptSlide(
+                f"{display}: level {index}: {without_location(str(exc), reader.files)}"
+            ) from exc
 
 
 def _check_stored_tiles(path: Path, level: int, tiles: TiffLevelTiles) -> None:
@@ -141,8 +167,3 @@ def _check_stored_tiles(path: Path, level: int, tiles: TiffLevelTiles) -> None:
                 )
     finally:
         os.close(fd)
-
-
-def _reason(exc: SlidebankError) -> str:
-    text = str(exc)
-    return text.split(": ", 1)[1] if ": " in text and text.startswith("/") else text

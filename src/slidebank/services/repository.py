@@ -7,14 +7,14 @@ from dataclasses import dataclass
 from slidebank.catalog.database import Catalogue
 from slidebank.config import Settings
 from slidebank.errors import StorageError
-from slidebank.storage import LocalBlobStore
+from slidebank.storage import BlobStore, LocalBlobStore
 
 
 @dataclass
 class Repository:
     settings: Settings
     catalogue: Catalogue
-    store: LocalBlobStore
+    store: BlobStore
 
     def close(self) -> None:
         self.catalogue.dispose()
@@ -28,5 +28,8 @@ def open_repository(settings: Settings) -> Repository:
         raise StorageError(f"{settings.home}: cannot create repository folder ({exc})") from exc
     store = LocalBlobStore(settings.home / "blobs")
     catalogue = Catalogue(settings.catalogue_url)
-    catalogue.migrate()
+    # The store's lock serialises processes of this repository creating its SQLite schema
+    # at once; PostgreSQL migrations also take an advisory lock of their own.
+    with store.registration_lock():
+        catalogue.migrate()
     return Repository(settings=settings, catalogue=catalogue, store=store)

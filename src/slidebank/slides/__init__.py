@@ -3,8 +3,8 @@
 Public surface: :func:`open_slide`, :class:`SlideReader`, :class:`SlideInfo`, :class:`Level`.
 """
 
-from slidebank.slides.model import AssociatedImageInfo, Level, SlideInfo
-from slidebank.slides.reader import RawTile, SlideReader
+from slidebank.slides.model import AssociatedImageInfo, Level, RawTile, SlideInfo
+from slidebank.slides.reader import SlideReader
 from slidebank.slides.registry import BACKENDS, open_slide
 
 __all__ = [

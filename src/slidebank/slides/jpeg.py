@@ -37,8 +37,3 @@ def _has_colour_marker(tile: bytes) -> bool:
     """True if the stream already says its colour space (JFIF APP0 or Adobe APP14)."""
     head = tile[:64]
     return b"JFIF\x00" in head or b"Adobe" in head
-
-
-def looks_complete(data: bytes) -> bool:
-    """Cheap structural check: starts with SOI and ends with EOI (allowing fill bytes)."""
-    return data.startswith(SOI) and data.rstrip(b"\x00").endswith(EOI)

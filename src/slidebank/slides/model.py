@@ -28,6 +28,17 @@ class Level:
 
 
 @dataclass(frozen=True)
+class RawTile:
+    """A tile's bytes as stored in the file, completed so that any decoder reads them.
+
+    ``media_type`` is e.g. ``image/jpeg``; ``data`` is a self-contained stream.
+    """
+
+    data: bytes
+    media_type: str
+
+
+@dataclass(frozen=True)
 class AssociatedImageInfo:
     """A non-pyramid image stored with the slide (label, macro, thumbnail)."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
@@ -12,19 +11,11 @@ from PIL import Image
 
 from slidebank.errors import InvalidInput, NotFound, UnsupportedFormat
 from slidebank.geometry import Point, Size
-from slidebank.slides.model import Level, SlideInfo
+from slidebank.slides.model import Level, RawTile, SlideInfo
 from slidebank.slides.tiff_tiles import TiffLevelTiles
 
-
-@dataclass(frozen=True)
-class RawTile:
-    """A tile's bytes as stored in the file, completed so that any decoder reads them.
-
-    ``media_type`` is e.g. ``image/jpeg``; ``data`` is a self-contained stream.
-    """
-
-    data: bytes
-    media_type: str
+# One region is decoded into memory whole (3 bytes a pixel); this keeps it under 200 MB.
+MAX_REGION_PIXELS = 64 * 1024 * 1024
 
 
 class SlideReader(ABC):
@@ -85,6 +76,8 @@ class SlideReader(ABC):
         full = info.dimensions
         scale = max(full.width, full.height) / max_size
         level = info.best_level_for_downsample(max(scale, 1.0))
+        while info.levels[level].size.area > MAX_REGION_PIXELS and level < len(info.levels) - 1:
+            level += 1
         lvl = info.levels[level]
         image = self.read_region(Point(0, 0), level, lvl.size)
         image.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
@@ -126,4 +119,9 @@ class SlideReader(ABC):
         lvl = self._level(level)
         if size.width <= 0 or size.height <= 0:
             raise InvalidInput(f"region size must be positive, got {size.width}x{size.height}")
+        if size.width * size.height > MAX_REGION_PIXELS:
+            raise InvalidInput(
+                f"region of {size.width}x{size.height} px is larger than the "
+                f"{MAX_REGION_PIXELS:,} px read at once"
+            )
         return lvl

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import tifffile
 
-from slidebank.errors import CorruptSlide, InvalidInput, UnsupportedFormat
+from slidebank.errors import CorruptSlide, InvalidInput, UnsupportedFormat, without_location
 from slidebank.slides.backends.openslide_backend import OpenSlideReader
 from slidebank.slides.backends.tifffile_backend import TiffFileReader
 from slidebank.slides.backends.wsidicom_backend import WsiDicomReader
@@ -55,7 +55,7 @@ def open_slide(files: tuple[Path, ...] | Path, backend: str | None = None) -> Sl
         except UnsupportedFormat as exc:
             unsupported.append(exc)
         except CorruptSlide as exc:
-            corrupt.append(f"{candidate.name}: {_without_path(str(exc), group[0])}")
+            corrupt.append(f"{candidate.name}: {without_location(str(exc), group)}")
     if corrupt:
         raise CorruptSlide(f"{group[0]}: not a readable whole-slide image: " + "; ".join(corrupt))
     if unsupported:
@@ -74,10 +74,3 @@ def _is_ome(path: Path) -> bool:
 
 def _describe(kind: str) -> str:
     return {"text": "text", "ini": "an index file with no slide data beside it"}.get(kind, kind)
-
-
-def _without_path(message: str, path: Path) -> str:
-    for prefix in (f"{path}: ", f"{path.parent}: "):
-        if message.startswith(prefix):
-            return message[len(prefix) :]
-    return message

@@ -11,6 +11,7 @@ import tifffile
 
 from slidebank.errors import CorruptSlide
 from slidebank.slides.jpeg import complete_tile
+from slidebank.slides.model import RawTile
 
 JPEG = 7
 PHOTOMETRIC_RGB = 2
@@ -51,13 +52,14 @@ def level_tiles(page: tifffile.TiffPage) -> TiffLevelTiles:
 
 def read_stored_tile(
     path: Path, fd: int, tiles: TiffLevelTiles, column: int, row: int
-) -> tuple[bytes, str]:
-    """The stored bytes of tile (column, row), completed into a standalone stream."""
+) -> RawTile | None:
+    """The stored bytes of tile (column, row), completed into a standalone stream; None for
+    compressions with no standalone form and for tiles a sparse TIFF leaves out."""
     media_type = tiles.media_type
-    if media_type is None:
-        raise CorruptSlide(f"{path}: compression {tiles.compression} has no raw tile form")
     index = row * tiles.columns + column
     offset, count = tiles.offsets[index], tiles.byte_counts[index]
+    if media_type is None or count == 0:
+        return None
     data = os.pread(fd, count, offset)
     if len(data) != count:
         raise CorruptSlide(f"{path}: tile ({column}, {row}) is cut short (file truncated?)")
@@ -66,7 +68,7 @@ def read_stored_tile(
             data = complete_tile(data, tiles.tables, tiles.rgb_components)
         except ValueError as exc:
             raise CorruptSlide(f"{path}: tile ({column}, {row}): {exc}") from exc
-    return data, media_type
+    return RawTile(data=data, media_type=media_type)
 
 
 MAX_DIRECTORIES = 4096

@@ -15,6 +15,7 @@ Layout under the store's root::
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -30,7 +31,9 @@ from slidebank.errors import InvalidInput, NotFound, StorageError
 
 KEY_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 LOCK_NAME = ".lock"
-UNLOCKED_GRACE_SECONDS = 60
+REGISTRATION_LOCK = ".registration.lock"
+# A staging folder this young is never swept: its writer may not have locked it yet.
+YOUNG_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,11 @@ class BlobStore(Protocol):
 
     def stage(self) -> contextlib.AbstractContextManager[Staging]: ...
 
-    def commit(self, staging: Staging, key: str) -> None: ...
+    def prepare(self, staging: Staging) -> None: ...
+
+    def commit(self, staging: Staging, key: str) -> bool: ...
+
+    def registration_lock(self) -> contextlib.AbstractContextManager[None]: ...
 
     def exists(self, key: str) -> bool: ...
 
@@ -135,22 +142,49 @@ class LocalBlobStore:
             staging.release()
             shutil.rmtree(path, ignore_errors=True)
 
-    def commit(self, staging: Staging, key: str) -> None:
-        """Move the staged slide into place under ``key`` (atomic; idempotent)."""
+    def prepare(self, staging: Staging) -> None:
+        """Make the staged files durable (slow; done before taking the registration lock)."""
+        _fsync_tree(staging.path)
+
+    def commit(self, staging: Staging, key: str) -> bool:
+        """Move the prepared slide into place under ``key`` with one rename.
+
+        Returns False, and changes nothing, when the object is already there: content is
+        addressed by hash, so an existing object has these very bytes (a crash after the
+        rename and before the catalogue commit leaves one for the retry to adopt).
+        """
         final = self.object_dir(key)
         if final.is_dir():
-            # Content-addressed: an existing object has these very bytes (a crash after
-            # rename and before the catalogue commit leaves one for the retry to adopt).
-            return
-        _fsync_tree(staging.path)
+            return False
+        prefix = final.parent
+        if not prefix.is_dir():
+            prefix.mkdir(exist_ok=True)
+            _fsync_dir(self.objects)
         (staging.path / LOCK_NAME).unlink()
-        final.parent.mkdir(exist_ok=True)
         try:
             staging.path.rename(final)
         except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                return False
             raise StorageError(f"{final}: cannot move slide into place ({exc})") from exc
-        _fsync_dir(final.parent)
+        _fsync_dir(prefix)
         staging.path.mkdir()  # so that the staging context's cleanup has a folder to remove
+        return True
+
+    @contextlib.contextmanager
+    def registration_lock(self) -> Iterator[None]:
+        """Exclusive across processes, for commit-and-register and for removing orphans.
+
+        Held for one rename and one short catalogue transaction, so that a failed ingest may
+        remove the object it just created, and a repair may remove unreferenced objects,
+        without racing another ingest that registers the same content.
+        """
+        fd = os.open(self.root / REGISTRATION_LOCK, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def delete(self, key: str) -> None:
         """Remove an object: renamed aside first so a crash never leaves half of one."""
@@ -182,17 +216,15 @@ class LocalBlobStore:
 
 
 def _writer_gone(entry: Path) -> bool:
-    lock = entry / LOCK_NAME
     if entry.name.startswith("deleting-"):
         return True
-    if not lock.exists():
-        # A writer makes its folder and then its lock; give a brand-new folder time.
-        try:
-            return time.time() - entry.stat().st_mtime > UNLOCKED_GRACE_SECONDS
-        except FileNotFoundError:
-            return False
     try:
-        fd = os.open(lock, os.O_WRONLY)
+        if time.time() - entry.stat().st_mtime < YOUNG_SECONDS:
+            return False
+    except FileNotFoundError:
+        return False
+    try:
+        fd = os.open(entry / LOCK_NAME, os.O_WRONLY)
     except OSError:
         return True
     try:

@@ -30,7 +30,7 @@ def copy_and_hash(
     for _ in range(BUFFERS):
         free.put(bytearray(chunk_bytes))
     filled: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
-    write_error: list[BaseException] = []
+    write_error: list[OSError] = []
 
     try:
         out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
@@ -38,18 +38,23 @@ def copy_and_hash(
         raise StorageError(f"{target}: cannot create ({exc.strerror or exc})") from exc
 
     def writer() -> None:
-        try:
-            while (item := filled.get()) is not None:
-                buffer, length = item
-                view = memoryview(buffer)[:length]
-                while view:
-                    view = view[os.write(out, view) :]
-                free.put(buffer)
-            os.fsync(out)
-        except BaseException as exc:  # handed to the reading thread, which raises it
-            write_error.append(exc)
-            while filled.get() is not None:  # drain so the reader never blocks
-                pass
+        # Every buffer goes back to `free`, even after a failed write, so the reading thread
+        # never waits forever; it sees `write_error` and stops.
+        while (item := filled.get()) is not None:
+            buffer, length = item
+            if not write_error:
+                try:
+                    view = memoryview(buffer)[:length]
+                    while view:
+                        view = view[os.write(out, view) :]
+                except OSError as exc:
+                    write_error.append(exc)
+            free.put(buffer)
+        if not write_error:
+            try:
+                os.fsync(out)
+            except OSError as exc:
+                write_error.append(exc)
 
     thread = threading.Thread(target=writer, name="slidebank-copy-writer", daemon=True)
     thread.start()
@@ -62,7 +67,10 @@ def copy_and_hash(
         with handle:
             while not write_error:
                 buffer = free.get()
-                length = handle.readinto(buffer)  # type: ignore[attr-defined]
+                try:
+                    length = handle.readinto(buffer)  # type: ignore[attr-defined]
+                except OSError as exc:
+                    raise InvalidInput(f"{source}: read failed ({exc.strerror or exc})") from exc
                 if not length:
                     free.put(buffer)
                     break
@@ -77,5 +85,5 @@ def copy_and_hash(
         os.close(out)
     if write_error:
         error = write_error[0]
-        raise StorageError(f"{target}: write failed ({error})") from error
+        raise StorageError(f"{target}: write failed ({error.strerror or error})") from error
     return digest.hexdigest(), size

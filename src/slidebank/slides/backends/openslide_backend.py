@@ -13,12 +13,13 @@ from PIL import Image
 
 from slidebank.errors import CorruptSlide, NotFound, UnsupportedFormat
 from slidebank.geometry import Mpp, Point, Size
-from slidebank.slides.model import AssociatedImageInfo, Level, SlideInfo
-from slidebank.slides.reader import RawTile, SlideReader
+from slidebank.slides.model import AssociatedImageInfo, Level, RawTile, SlideInfo
+from slidebank.slides.reader import SlideReader
 from slidebank.slides.tiff_tiles import TiffLevelTiles, level_tiles, read_stored_tile
 
-# Vendors whose levels are plain tiled TIFF pages, so stored tiles can be served as they are.
-TIFF_VENDORS = {"aperio", "generic-tiff", "philips", "ventana", "leica"}
+# Vendors whose levels are plain tiled TIFF pages on OpenSlide's own grid, so stored tiles can
+# be served as they are. Not Ventana (overlapping tiles) nor Leica (several regions).
+TIFF_VENDORS = {"aperio", "generic-tiff", "philips"}
 
 
 def _float(props: Any, key: str) -> float | None:
@@ -43,12 +44,16 @@ class OpenSlideReader(SlideReader):
             raise UnsupportedFormat(f"{self.path}: not a slide format OpenSlide reads") from exc
         except openslide.OpenSlideError as exc:
             raise CorruptSlide(f"{self.path}: OpenSlide cannot open it: {exc}") from exc
-        self._vendor = str(openslide.OpenSlide.detect_format(str(self.path)))
         self._tiff: tifffile.TiffFile | None = None
         self._fd: int | None = None
         self._tile_index: dict[int, TiffLevelTiles] = {}
-        if self._vendor in TIFF_VENDORS:
-            self._index_tiff_levels()
+        try:
+            self._vendor = str(openslide.OpenSlide.detect_format(str(self.path)))
+            if self._vendor in TIFF_VENDORS:
+                self._index_tiff_levels()
+        except BaseException:
+            self.close()
+            raise
 
     @classmethod
     def probe(cls, files: tuple[Path, ...]) -> bool:
@@ -136,10 +141,9 @@ class OpenSlideReader(SlideReader):
     def read_raw_tile(self, level: int, column: int, row: int) -> RawTile | None:
         self._check_tile(level, column, row)
         tiles = self._tile_index.get(level)
-        if tiles is None or self._fd is None or tiles.media_type is None:
+        if tiles is None or self._fd is None:
             return None
-        data, media_type = read_stored_tile(self.path, self._fd, tiles, column, row)
-        return RawTile(data=data, media_type=media_type)
+        return read_stored_tile(self.path, self._fd, tiles, column, row)
 
     def stored_tiles(self, level: int) -> TiffLevelTiles | None:
         """Tile offsets of a level, for validation; None where not a plain tiled TIFF."""

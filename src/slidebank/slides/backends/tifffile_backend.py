@@ -14,8 +14,8 @@ from PIL import Image
 
 from slidebank.errors import CorruptSlide, InvalidInput, NotFound, UnsupportedFormat
 from slidebank.geometry import Mpp, Point, Size
-from slidebank.slides.model import AssociatedImageInfo, Level, SlideInfo
-from slidebank.slides.reader import RawTile, SlideReader
+from slidebank.slides.model import AssociatedImageInfo, Level, RawTile, SlideInfo
+from slidebank.slides.reader import SlideReader
 from slidebank.slides.sniff import is_tiff, kind_of, read_header
 from slidebank.slides.tiff_tiles import TiffLevelTiles, level_tiles, read_stored_tile
 
@@ -37,18 +37,27 @@ class TiffFileReader(SlideReader):
             self._tiff = tifffile.TiffFile(self.path)
         except (tifffile.TiffFileError, ValueError, IndexError, KeyError, OSError) as exc:
             raise CorruptSlide(f"{self.path}: TIFF structure is unreadable: {exc}") from exc
-        if len(self._tiff.pages) == 0:
+        self._fd: int | None = None
+        try:
+            self._pages = self._pyramid()
+            self._fd = os.open(self.path, os.O_RDONLY)
+        except BaseException:
             self._tiff.close()
+            raise
+
+    def _pyramid(self) -> list[tifffile.TiffPage]:
+        """The first page of every level, after refusing what is not a tiled image."""
+        if len(self._tiff.pages) == 0:
             raise CorruptSlide(
                 f"{self.path}: no readable TIFF directory; the file is truncated or damaged"
             )
         try:
             series = self._tiff.series[0]
-            self._pages: list[tifffile.TiffPage] = [_first_page(level) for level in series.levels]
+            pages = [_first_page(level) for level in series.levels]
         except (tifffile.TiffFileError, ValueError, IndexError, KeyError, OSError) as exc:
             raise CorruptSlide(f"{self.path}: TIFF structure is unreadable: {exc}") from exc
-        base = self._pages[0]
-        if not base.is_tiled and len(self._pages) == 1:
+        base = pages[0]
+        if not base.is_tiled and len(pages) == 1:
             raise UnsupportedFormat(
                 f"{self.path}: a plain TIFF ({base.imagewidth}x{base.imagelength} px, untiled, "
                 "one resolution) is not a whole-slide image; convert it to a tiled pyramid "
@@ -58,7 +67,7 @@ class TiffFileReader(SlideReader):
             raise UnsupportedFormat(
                 f"{self.path}: {base.samplesperpixel} samples per pixel is not supported"
             )
-        self._fd = os.open(self.path, os.O_RDONLY)
+        return pages
 
     @classmethod
     def probe(cls, files: tuple[Path, ...]) -> bool:
@@ -110,10 +119,12 @@ class TiffFileReader(SlideReader):
             return None
         for element in root.iter():
             if element.tag.endswith("}Pixels") and element.get("PhysicalSizeX"):
-                unit = OME_UNITS_TO_MICRONS.get(element.get("PhysicalSizeXUnit", "µm"), 1.0)
-                x = float(element.get("PhysicalSizeX")) * unit
-                y = float(element.get("PhysicalSizeY", element.get("PhysicalSizeX"))) * unit
-                return Mpp(x, y)
+                x = _microns(element.get("PhysicalSizeX"), element.get("PhysicalSizeXUnit"))
+                y = _microns(
+                    element.get("PhysicalSizeY", element.get("PhysicalSizeX")),
+                    element.get("PhysicalSizeYUnit", element.get("PhysicalSizeXUnit")),
+                )
+                return Mpp(x, y) if x and y else None
         return None
 
     def _ome_objective(self) -> float | None:
@@ -122,7 +133,7 @@ class TiffFileReader(SlideReader):
             return None
         for element in root.iter():
             if element.tag.endswith("}Objective") and element.get("NominalMagnification"):
-                return float(element.get("NominalMagnification"))
+                return _positive(element.get("NominalMagnification"))
         return None
 
     def _associated(self) -> tuple[AssociatedImageInfo, ...]:
@@ -164,6 +175,8 @@ class TiffFileReader(SlideReader):
 
     def _decode_tile(self, page: tifffile.TiffPage, index: int, column: int, row: int) -> Any:
         offset, count = int(page.dataoffsets[index]), int(page.databytecounts[index])
+        if self._fd is None:
+            raise CorruptSlide(f"{self.path}: slide is closed")
         data = os.pread(self._fd, count, offset) if count else None
         if count and (data is None or len(data) != count):
             raise CorruptSlide(f"{self.path}: tile ({column}, {row}) is cut short")
@@ -194,10 +207,9 @@ class TiffFileReader(SlideReader):
     def read_raw_tile(self, level: int, column: int, row: int) -> RawTile | None:
         self._check_tile(level, column, row)
         tiles = self._tiles(level)
-        if tiles is None or tiles.media_type is None:
+        if tiles is None or self._fd is None:
             return None
-        data, media_type = read_stored_tile(self.path, self._fd, tiles, column, row)
-        return RawTile(data=data, media_type=media_type)
+        return read_stored_tile(self.path, self._fd, tiles, column, row)
 
     def stored_tiles(self, level: int) -> TiffLevelTiles | None:
         return self._tiles(level)
@@ -208,7 +220,25 @@ class TiffFileReader(SlideReader):
 
     def close(self) -> None:
         self._tiff.close()
-        os.close(self._fd)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _positive(text: str | None) -> float | None:
+    """A positive finite number from untrusted metadata text, or None."""
+    try:
+        value = float(text or "")
+    except ValueError:
+        return None
+    return value if 0 < value < float("inf") else None
+
+
+def _microns(value: str | None, unit: str | None) -> float | None:
+    """A physical size in µm; None where the value or its unit is not understood."""
+    factor = OME_UNITS_TO_MICRONS.get(unit or "µm")
+    number = _positive(value)
+    return number * factor if number is not None and factor is not None else None
 
 
 def _first_page(series: Any) -> tifffile.TiffPage:

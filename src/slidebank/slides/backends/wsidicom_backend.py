@@ -11,8 +11,8 @@ from PIL import Image
 
 from slidebank.errors import CorruptSlide, NotFound
 from slidebank.geometry import Mpp, Point, Size
-from slidebank.slides.model import AssociatedImageInfo, Level, SlideInfo
-from slidebank.slides.reader import RawTile, SlideReader
+from slidebank.slides.model import AssociatedImageInfo, Level, RawTile, SlideInfo
+from slidebank.slides.reader import SlideReader
 from slidebank.slides.sniff import is_dicom
 
 # DICOM transfer syntaxes whose frames are standalone streams a browser or decoder takes.
@@ -46,6 +46,7 @@ class WsiDicomReader(SlideReader):
             ) from exc
         self._levels = list(self._wsi.levels)
         if not self._levels:
+            self._wsi.close()
             raise CorruptSlide(f"{files[0].parent}: DICOM files hold no pyramid level")
 
     @classmethod
