@@ -74,6 +74,8 @@ def ingest_source(
     except MemoryError:
         return Outcome(source.display, "failed", reason="ran out of memory reading the slide")
     except Exception as exc:
+        # A library failing in a way we did not map must not end the batch; the message
+        # keeps the exception's type so that the report can be acted on.
         return Outcome(source.display, "failed", reason=f"unexpected {type(exc).__name__}: {exc}")
 
 

@@ -18,7 +18,8 @@ from slidebank.slides.tiff_tiles import JPEG, TiffLevelTiles, broken_directory_c
 # declaring more is broken or hostile, and would make later steps allocate absurd buffers.
 MAX_SIDE = 1_000_000
 MAX_LEVELS = 64
-MAX_TILE_SIDE = 8192
+# By area, not side: NDPI "tiles" are whole-width strips a few pixels high.
+MAX_TILE_PIXELS = 8192 * 8192
 # An overview is made from the smallest level, read whole: it must fit one region read.
 MAX_OVERVIEW_PIXELS = MAX_REGION_PIXELS
 # In quick mode, levels with at most this many tiles are decoded whole.
@@ -41,11 +42,11 @@ def check_dimensions(reader: SlideReader, display: str) -> None:
             )
         tile = level.tile_size
         if tile is not None and not (
-            0 < tile.width <= MAX_TILE_SIDE and 0 < tile.height <= MAX_TILE_SIDE
+            tile.width > 0 and tile.height > 0 and tile.area <= MAX_TILE_PIXELS
         ):
             raise InvalidInput(
                 f"{display}: level {index} declares {tile.width}x{tile.height} px tiles; "
-                f"Slidebank accepts 1 to {MAX_TILE_SIDE:,} px per side"
+                f"Slidebank accepts tiles of at most {MAX_TILE_PIXELS:,} px"
             )
     smallest = min(info.levels, key=lambda level: level.size.area).size
     if smallest.area > MAX_OVERVIEW_PIXELS:
