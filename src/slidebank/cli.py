@@ -14,7 +14,6 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
-    MofNCompleteColumn,
     Progress,
     TextColumn,
     TimeRemainingColumn,
@@ -83,28 +82,31 @@ def _fail(exc: SlidebankError) -> typer.Exit:
 
 
 class _RichProgress:
-    """Bytes and slides, on standard error so that --json output stays clean."""
+    """One bar of bytes copied, with the count of slides done beside it; on standard error,
+    so that --json output stays clean."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
-        self.bytes_task = progress.add_task("copying", total=None, unit="bytes")
-        self.slides_task = progress.add_task("slides", total=None, unit="slides")
+        self.task = progress.add_task("ingest", total=None, slides="")
+        self.done = 0
+        self.total = 0
 
     def planned(self, sources: list[SlideSource]) -> None:
-        total = 0
+        size = 0
         for source in sources:
             try:
-                total += source.size
+                size += source.size
             except OSError:
                 continue
-        self.progress.update(self.bytes_task, total=total)
-        self.progress.update(self.slides_task, total=len(sources))
+        self.total = len(sources)
+        self.progress.update(self.task, total=size, slides=f"slides 0/{self.total}")
 
     def copied(self, count: int) -> None:
-        self.progress.advance(self.bytes_task, count)
+        self.progress.advance(self.task, count)
 
     def finished(self, outcome: Outcome) -> None:
-        self.progress.advance(self.slides_task, 1)
+        self.done += 1
+        self.progress.update(self.task, slides=f"slides {min(self.done, self.total)}/{self.total}")
 
 
 @app.command()
@@ -135,12 +137,12 @@ def ingest(
     with (
         _opened(home, database_url, validation=validation) as repository,
         Progress(
-            TextColumn("{task.description:>8}"),
+            TextColumn("{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
             TimeRemainingColumn(),
+            TextColumn("{task.fields[slides]}"),
             console=err,
             transient=True,
         ) as bar,
