@@ -10,9 +10,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 SLIDEBANK = Path(sys.executable).with_name("slidebank")
-COMMANDS = ["ingest", "list", "show", "datasets", "check", "sample-slide", "demo"]
+COMMANDS = [
+    "ingest",
+    "list",
+    "show",
+    "thumbnail",
+    "datasets",
+    "check",
+    "sample-slide",
+    "demo",
+]
 
 
 def run(
@@ -66,6 +76,14 @@ def test_ingest_list_show_round_trip(
     record = json.loads(shown.stdout)
     assert record["image"]["width"] == 2220
     assert record["image"]["properties"]["aperio.AppMag"] == "20"
+
+    picture = tmp_path / "thumb.jpg"
+    saved = run("thumbnail", records[0]["id"], "-o", picture, home=home, database_url=database_url)
+    assert saved.returncode == 0, saved.stderr
+    with Image.open(picture) as image:
+        assert image.format == "JPEG"
+        assert max(image.size) == 512
+        assert image.size[0] < image.size[1]  # CMU-1-Small-Region is portrait
 
     human = run("show", records[0]["id"], home=home, database_url=database_url)
     assert "2220x2967 px" in human.stdout

@@ -287,6 +287,25 @@ def show(
 
 
 @app.command()
+def thumbnail(
+    slide: Annotated[str, typer.Argument(help="Slide id, as shown by `slidebank list`.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="JPEG file to write [default: ID.jpg].")
+    ] = None,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Save a slide's thumbnail as a JPEG file, to look at."""
+    from slidebank.services import browsing
+
+    with _opened(home, database_url) as repository:
+        data = browsing.thumbnail_of(repository, slide)
+    target = output or Path(f"{slide}.jpg")
+    target.write_bytes(data)
+    out.print(f"wrote {target} ({len(data):,} bytes)")
+
+
+@app.command()
 def datasets(
     as_json: JsonOption = False,
     home: HomeOption = None,
