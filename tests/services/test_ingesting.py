@@ -322,3 +322,32 @@ def test_registration_failure_after_storing_removes_the_stored_content(
     state = stored_state(repository)
     assert (state["images"], state["objects"], state["staging"]) == (1, 1, 0)
     assert checking.check_repository(repository, rehash=True).consistent
+
+
+def _leave_orphan(repository: Repository, slide: Path) -> str:
+    """What a kill between the rename into the store and the catalogue commit leaves."""
+    key = hashlib.sha256(slide.read_bytes()).hexdigest()
+    with repository.store.stage() as staging:
+        shutil.copyfile(slide, staging.content_path("slide.svs"))
+        repository.store.prepare(staging)
+        assert repository.store.commit(staging, key)
+    return key
+
+
+def test_an_orphan_left_by_a_crash_is_adopted_by_the_rerun(
+    repository: Repository, cmu_small: Path
+) -> None:
+    key = _leave_orphan(repository, cmu_small)
+    assert checking.check_repository(repository).orphans == [key]
+    outcome = ingest_paths(repository, [cmu_small]).outcomes[0]
+    assert outcome.status == "ingested"
+    report = checking.check_repository(repository, rehash=True)
+    assert report.consistent and report.images == 1
+
+
+def test_repair_removes_an_orphan(repository: Repository, cmu_small: Path) -> None:
+    key = _leave_orphan(repository, cmu_small)
+    report = checking.check_repository(repository, repair=True)
+    assert report.orphans == [key]
+    assert not repository.store.exists(key)
+    assert checking.check_repository(repository).consistent
