@@ -376,13 +376,21 @@ def summary(results: Results) -> dict[str, float]:
     }
 
 
+Row = tuple[str, str, str, str]
+
+
 def markdown(results: Results, facts: dict[str, Any]) -> str:
     reps = results.repetitions
     medians = summary(results)
     size = results.slide["size_bytes"]
 
-    def runs(values: list[float], digits: int = 2) -> str:
-        return ", ".join(f"{value:.{digits}f}" for value in values)
+    def row(label: str, values: list[float], digits: int = 2, note: str = "") -> Row:
+        """Median and every run of one measure (medians are of the per-run values)."""
+        runs = ", ".join(f"{value:.{digits}f}" for value in values)
+        return (label, f"{median(values):.{digits}f}", runs, note)
+
+    def speed(key: str) -> str:
+        return f"{size / 1e6 / medians[key]:.0f} MB/s"
 
     def verdict(ok: bool) -> str:
         return "meets goal" if ok else "**misses goal**"
@@ -390,72 +398,40 @@ def markdown(results: Results, facts: dict[str, Any]) -> str:
     ratio = medians["ratio_ingest_floor"]
     rss = medians["ingest_peak_rss_mb"]
     rows = [
-        (
-            "floor: `sha256sum` + `cp` (s)",
-            f"{medians['floor_s']:.2f}",
-            runs([r.floor_s for r in reps]),
-            "",
-        ),
-        (
-            "of which `sha256sum` (s)",
-            f"{medians['sha256sum_s']:.2f}",
-            runs([r.sha256sum_s for r in reps]),
-            f"{size / 1e6 / medians['sha256sum_s']:.0f} MB/s",
-        ),
-        (
-            "of which `cp` (s)",
-            f"{medians['cp_s']:.2f}",
-            runs([r.cp_s for r in reps]),
-            f"{size / 1e6 / medians['cp_s']:.0f} MB/s",
-        ),
-        (
-            "floor + `sync` of the copy (s)",
-            f"{medians['floor_sync_s']:.2f}",
-            runs([r.floor_sync_s for r in reps]),
-            "",
-        ),
-        (
+        row("floor: `sha256sum` + `cp` (s)", [r.floor_s for r in reps]),
+        row("of which `sha256sum` (s)", [r.sha256sum_s for r in reps], note=speed("sha256sum_s")),
+        row("of which `cp` (s)", [r.cp_s for r in reps], note=speed("cp_s")),
+        row("floor + `sync` of the copy (s)", [r.floor_sync_s for r in reps]),
+        row(
             "`slidebank ingest` wall time (s)",
-            f"{medians['ingest_s']:.2f}",
-            runs([r.ingest_s for r in reps]),
-            f"{size / 1e6 / medians['ingest_s']:.0f} MB/s",
+            [r.ingest_s for r in reps],
+            note=speed("ingest_s"),
         ),
-        (
+        row(
             "ingest / floor",
-            f"{ratio:.2f}",
-            runs([r.ingest_s / r.floor_s for r in reps]),
-            f"goal ≤ {GOAL_RATIO}: {verdict(ratio <= GOAL_RATIO)}",
+            [r.ingest_s / r.floor_s for r in reps],
+            note=f"goal ≤ {GOAL_RATIO}: {verdict(ratio <= GOAL_RATIO)}",
         ),
-        (
-            "ingest / (floor + sync)",
-            f"{medians['ratio_ingest_floor_sync']:.2f}",
-            runs([r.ingest_s / r.floor_sync_s for r in reps]),
-            "",
-        ),
-        (
+        row("ingest / (floor + sync)", [r.ingest_s / r.floor_sync_s for r in reps]),
+        row(
             "ingest peak RSS (MB)",
-            f"{rss:.0f}",
-            runs([r.ingest_rss_mb for r in reps], 0),
+            [r.ingest_rss_mb for r in reps],
+            0,
             f"goal ≤ {GOAL_RSS_MB:.0f}: {verdict(rss <= GOAL_RSS_MB)} (ru_maxrss via wait4)",
         ),
-        (
+        row(
             "ingest peak anonymous RSS, polled (MB)",
-            f"{medians['ingest_peak_anon_mb_polled']:.0f}",
-            runs([r.ingest_anon_mb for r in reps], 0),
+            [r.ingest_anon_mb for r in reps],
+            0,
             "the process's own memory",
         ),
-        (
+        row(
             "ingest peak file-backed RSS, polled (MB)",
-            f"{medians['ingest_peak_file_mb_polled']:.0f}",
-            runs([r.ingest_file_mb for r in reps], 0),
+            [r.ingest_file_mb for r in reps],
+            0,
             "mapped page cache (mmap of the slide, libraries)",
         ),
-        (
-            "ingest CPU, user + sys (s)",
-            f"{medians['ingest_cpu_s']:.2f}",
-            runs([r.ingest_user_s + r.ingest_sys_s for r in reps]),
-            "",
-        ),
+        row("ingest CPU, user + sys (s)", [r.ingest_user_s + r.ingest_sys_s for r in reps]),
     ]
     if results.cli_startup_s is not None:
         rows.append(

@@ -106,7 +106,7 @@ class _RichProgress:
 
     def finished(self, outcome: Outcome) -> None:
         self.done += 1
-        self.progress.update(self.task, slides=f"slides {min(self.done, self.total)}/{self.total}")
+        self.progress.update(self.task, slides=f"slides {self.done}/{self.total}")
 
 
 @app.command()

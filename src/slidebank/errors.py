@@ -15,6 +15,7 @@ so that messages name the file or field and say what is wrong.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -50,14 +51,14 @@ class StorageError(SlidebankError, OSError):
     """The blob store or the catalogue could not do what was asked."""
 
 
-def without_location(message: str, paths: object) -> str:
+def without_location(message: str, paths: Path | Sequence[Path]) -> str:
     """``message`` without a leading "PATH: " naming one of ``paths`` or its folder.
 
     Reports that already name the file (an ingest table, a JSON record) show the reason alone.
     """
     candidates: list[str] = []
-    for path in paths if isinstance(paths, tuple | list) else (paths,):
-        candidates += [str(path), str(Path(str(path)).parent)]
+    for path in (paths,) if isinstance(paths, Path) else paths:
+        candidates += [str(path), str(path.parent)]
     for prefix in sorted(candidates, key=len, reverse=True):
         if message.startswith(prefix + ": "):
             return message[len(prefix) + 2 :]

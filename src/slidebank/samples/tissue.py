@@ -49,8 +49,7 @@ def tissue_from_slide(path: Path, tile_size: int | None = None) -> Tissue:
             raise InvalidInput(f"{path}: smaller than one tile")
         pixels = np.asarray(reader.read_region(Point(0, 0), 0, Size(columns * size, rows * size)))
         tiles = []
-        fd_path = reader.files[0]
-        with fd_path.open("rb") as handle:
+        with reader.files[0].open("rb") as handle:
             for row in range(rows):
                 line = []
                 for column in range(columns):

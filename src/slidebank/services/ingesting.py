@@ -33,7 +33,8 @@ class IngestProgress(Protocol):
 
     def copied(self, count: int) -> None: ...
 
-    def finished(self, outcome: Outcome) -> None: ...
+    def finished(self, outcome: Outcome) -> None:
+        """One of the planned slide sources is done."""
 
 
 class NoProgress:
@@ -67,7 +68,6 @@ def ingest_paths(
     for problem in found.problems:
         outcome = Outcome(problem.path, "failed", reason=problem.reason)
         report.outcomes.append(outcome)
-        progress.finished(outcome)
     dataset_entry = sidecar.dataset_entry(dataset) if sidecar else DatasetEntry(dataset)
     context = IngestContext(
         settings=settings,

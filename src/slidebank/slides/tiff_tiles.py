@@ -16,7 +16,9 @@ from slidebank.slides.model import RawTile
 JPEG = 7
 PHOTOMETRIC_RGB = 2
 
-MEDIA_TYPES = {JPEG: "image/jpeg", 33003: "image/jpeg", 33005: "image/jp2", 34712: "image/jp2"}
+# Only JPEG tiles are standalone images a client can use as stored; Aperio's JPEG 2000
+# (33003, 33005) are bare codestreams that must be decoded anyway.
+MEDIA_TYPES = {JPEG: "image/jpeg"}
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from slidebank.errors import CorruptSlide, NotFound, UnsupportedFormat
 from slidebank.geometry import Mpp, Point, Size
 from slidebank.slides.model import AssociatedImageInfo, Level, RawTile, SlideInfo
 from slidebank.slides.reader import SlideReader
-from slidebank.slides.tiff_tiles import TiffLevelTiles, level_tiles, read_stored_tile
+from slidebank.slides.tiff_tiles import JPEG, TiffLevelTiles, level_tiles, read_stored_tile
 
 # Vendors whose levels are plain tiled TIFF pages on OpenSlide's own grid, so stored tiles can
 # be served as they are. Not Ventana (overlapping tiles) nor Leica (several regions).
@@ -78,7 +78,7 @@ class OpenSlideReader(SlideReader):
                     page.is_tiled
                     and (page.imagewidth, page.imagelength) == tuple(level.size)
                     and (page.tilewidth, page.tilelength) == tuple(level.tile_size)
-                    and page.compression in (7, 33003, 33005)
+                    and page.compression == JPEG
                 ):
                     self._tile_index[index] = level_tiles(page)
                     break

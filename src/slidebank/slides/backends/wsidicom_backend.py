@@ -92,13 +92,14 @@ class WsiDicomReader(SlideReader):
         return str(equipment.manufacturer) if equipment and equipment.manufacturer else None
 
     def _objective_power(self) -> float | None:
-        dataset = self._base_dataset()
+        dataset = self._base_dataset
         for optical in dataset.get("OpticalPathSequence", []) or []:
             value = optical.get("ObjectiveLensPower")
             if value:
                 return float(value)
         return None
 
+    @cached_property
     def _base_dataset(self) -> Any:
         """The pydicom dataset of the base level's first instance."""
         return self._levels[0].default_instance.dataset.as_dataset()
@@ -106,7 +107,7 @@ class WsiDicomReader(SlideReader):
     def _properties(self) -> dict[str, str]:
         base = self._levels[0]
         image_data: Any = base.default_instance.image_data
-        dataset = self._base_dataset()
+        dataset = self._base_dataset
         props: dict[str, str] = {
             "dicom.transfer-syntax": str(image_data.transfer_syntax),
             "dicom.photometric-interpretation": str(image_data.photometric_interpretation),
