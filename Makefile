@@ -1,5 +1,6 @@
 # Slidebank: two set-up commands on a fresh Debian machine with Python 3.11.
-#   make demo   installs into .venv, creates ./slidebank-data with a sample slide, shows it
+#   make demo   installs into .venv, creates ./slidebank-data with a sample slide, and serves
+#               it at http://127.0.0.1:8000
 #   make test   installs the dev extras and runs ruff, mypy, import-linter and pytest
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -27,6 +28,7 @@ install-dev: $(VENV)/.installed-dev
 
 demo: install
 	$(BIN)/slidebank demo $(if $(SLIDES),--slides "$(SLIDES)")
+	$(BIN)/slidebank serve --host 127.0.0.1 --port 8000
 
 lint: install-dev
 	$(BIN)/ruff check src tests benchmarks
@@ -43,8 +45,38 @@ pytest: install-dev
 
 test: lint typecheck layers pytest
 
+# The web interface's browser code: OpenSeadragon from npm, pinned by package-lock.json,
+# into src/slidebank/web/static/node_modules (git-ignored). npm keeps the package's file
+# times, hence the touch.
+STATIC := src/slidebank/web/static
+OPENSEADRAGON := $(STATIC)/node_modules/openseadragon/build/openseadragon/openseadragon.min.js
+
+.PHONY: web-assets browser
+
+$(OPENSEADRAGON): $(STATIC)/package.json $(STATIC)/package-lock.json
+	command -v npm >/dev/null || (apt-get update && apt-get install -y npm)
+	npm ci --prefix $(STATIC) --no-audit --no-fund
+	touch $@
+
+web-assets: $(OPENSEADRAGON)
+
+install: web-assets
+
+install-dev: web-assets
+
+# Chromium from Debian for the browser tests (Playwright drives it; never `playwright install`).
+browser:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+pytest: browser
+
 benchmark-ingest: install-dev
 	$(BIN)/python benchmarks/ingest.py
+
+.PHONY: benchmark-tiles
+benchmark-tiles: install-dev
+	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	$(BIN)/python benchmarks/tiles.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache

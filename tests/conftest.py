@@ -118,3 +118,7 @@ def generated_svs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     target = tmp_path_factory.mktemp("generated") / "generated.svs"
     return make_sample_slide(target, 6000, 4000)
+
+
+# The served repository, its application and a live server (tests/served.py).
+from tests.served import client, live_server, served  # noqa: E402, F401

@@ -81,3 +81,18 @@ def unpyramided_tiff(target: Path, width: int, height: int) -> Path:
         compression="zlib",
     )
     return target
+
+
+def iiif_validator_slide(target: Path) -> Path:
+    """The IIIF validator's test image (10×10 squares of 100 px, colours from its own table),
+    written as a single-level Aperio SVS at a JPEG quality that keeps colours in tolerance."""
+    from iiif_validator.validator import ValidationInfo
+
+    from slidebank.samples import SvsSpec, Tissue, write_svs
+
+    colours = ValidationInfo().colorInfo
+    grid = np.zeros((1000, 1000, 3), np.uint8)
+    for x in range(10):
+        for y in range(10):
+            grid[y * 100 : (y + 1) * 100, x * 100 : (x + 1) * 100] = colours[x][y]
+    return write_svs(target, SvsSpec(1000, 1000, quality=95), Tissue(grid, 256))

@@ -417,6 +417,51 @@ def demo(
     out.print("Next: slidebank show <id>, slidebank list --help, slidebank ingest --help")
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Server processes (about one per core).")
+    ] = 1,
+    access_log: Annotated[bool, typer.Option(help="Log every request to the console.")] = False,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Serve the web interface, the JSON API, DeepZoom and IIIF tiles over HTTP."""
+    import os
+
+    import uvicorn
+
+    from slidebank.config import Settings
+    from slidebank.web.app import create_app
+
+    try:
+        settings = Settings.from_env(home=home, database_url=database_url)
+        application = create_app(settings)
+    except SlidebankError as exc:
+        raise _fail(exc) from exc
+    out.print(f"Slidebank is serving {settings.home} at http://{host}:{port}  (Ctrl-C stops it)")
+    if workers == 1:
+        uvicorn.run(application, host=host, port=port, access_log=access_log, log_level="warning")
+        return
+    # Worker processes build their own application from the environment; this one only
+    # showed that the repository opens.
+    application.state.slidebank.close()
+    os.environ["SLIDEBANK_HOME"] = str(settings.home)
+    if settings.database_url:
+        os.environ["SLIDEBANK_DATABASE_URL"] = settings.database_url
+    uvicorn.run(
+        "slidebank.web.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=access_log,
+        log_level="warning",
+    )
+
+
 def main() -> None:
     try:
         app()

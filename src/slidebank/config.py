@@ -39,6 +39,22 @@ class Settings(BaseSettings):
     thumbnail_size: int = Field(default=512, ge=64, le=2048)
     copy_chunk_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024)
     max_sidecar_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    jpeg_quality: int = Field(
+        default=85, ge=30, le=100, description="JPEG quality of rendered tiles"
+    )
+    max_output_side: int = Field(
+        default=10_000, ge=256, le=65_535, description="widest or tallest image rendered"
+    )
+    max_output_pixels: int = Field(
+        default=25_000_000, ge=65_536, le=64 * 1024 * 1024, description="largest image rendered"
+    )
+    open_slides: int = Field(default=64, ge=1, description="slides a server keeps open at once")
+    open_slides_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1024 * 1024, description="memory of slides kept open"
+    )
+    decoded_cache_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=0, description="decoded tiles cached, for all slides"
+    )
 
     @field_validator("home")
     @classmethod

@@ -212,12 +212,27 @@ class SlideFilter:
 
 def list_images(session: Session, where: SlideFilter) -> list[Image]:
     """Images matching every given filter, newest first."""
-    if not 0 < where.limit <= MAX_PAGE:
-        raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}, got {where.limit}")
-    if where.offset < 0:
-        raise InvalidInput(f"offset must not be negative, got {where.offset}")
+    check_page(where.limit, where.offset)
+    query = _filtered(_with_hierarchy(select(Image)), where)
+    query = query.order_by(Image.created_at.desc(), Image.id.desc())
+    return list(session.scalars(query.limit(where.limit).offset(where.offset)))
+
+
+def count_images(session: Session, where: SlideFilter) -> int:
+    """How many images match the filters (all pages)."""
+    return int(session.scalar(_filtered(select(func.count(Image.id)), where)) or 0)
+
+
+def check_page(limit: int, offset: int) -> None:
+    if not 0 < limit <= MAX_PAGE:
+        raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
+    if offset < 0:
+        raise InvalidInput(f"offset must not be negative, got {offset}")
+
+
+def _filtered(query: Select[Any], where: SlideFilter) -> Select[Any]:
     query = (
-        _with_hierarchy(select(Image))
+        query.select_from(Image)
         .join(Image.slide)
         .join(Slide.dataset)
         .outerjoin(Slide.block)
@@ -226,8 +241,65 @@ def list_images(session: Session, where: SlideFilter) -> list[Image]:
     )
     for condition in _conditions(where):
         query = query.where(condition)
-    query = query.order_by(Image.created_at.desc(), Image.id.desc())
-    return list(session.scalars(query.limit(where.limit).offset(where.offset)))
+    return query
+
+
+def dataset_by_name(session: Session, short_name: str) -> Dataset:
+    dataset = session.scalar(select(Dataset).where(Dataset.short_name == short_name))
+    if dataset is None:
+        raise NotFound(f"no dataset {short_name!r}")
+    return dataset
+
+
+def list_cases(session: Session, dataset: Dataset, limit: int, offset: int) -> list[Case]:
+    """A dataset's cases by pseudonym, with their specimens, blocks and slides loaded."""
+    check_page(limit, offset)
+    query = (
+        _with_case_hierarchy(select(Case))
+        .where(Case.dataset_id == dataset.id)
+        .order_by(Case.pseudonym)
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(session.scalars(query))
+
+
+def count_cases(session: Session, dataset: Dataset) -> int:
+    return int(
+        session.scalar(select(func.count(Case.id)).where(Case.dataset_id == dataset.id)) or 0
+    )
+
+
+def case_by_pseudonym(session: Session, dataset: Dataset, pseudonym: str) -> Case:
+    case: Case | None = session.scalar(
+        _with_case_hierarchy(select(Case)).where(
+            Case.dataset_id == dataset.id, Case.pseudonym == pseudonym
+        )
+    )
+    if case is None:
+        raise NotFound(f"dataset {dataset.short_name!r} has no case {pseudonym!r}")
+    return case
+
+
+def _with_case_hierarchy(query: Select[Any]) -> Select[Any]:
+    return query.options(
+        selectinload(Case.specimens)
+        .selectinload(Specimen.blocks)
+        .selectinload(Block.slides)
+        .selectinload(Slide.images)
+    )
+
+
+def observations_of_case(session: Session, case: Case) -> list[Observation]:
+    """Observations on the case and its specimens and blocks (slides' are on their records)."""
+    specimens = [specimen.id for specimen in case.specimens]
+    blocks = [block.id for specimen in case.specimens for block in specimen.blocks]
+    subject = [
+        Observation.case_id == case.id,
+        Observation.specimen_id.in_(specimens),
+        Observation.block_id.in_(blocks),
+    ]
+    return list(session.scalars(select(Observation).where(or_(*subject)).order_by(Observation.id)))
 
 
 def _conditions(where: SlideFilter) -> list[ColumnElement[bool]]:

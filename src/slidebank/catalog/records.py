@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from slidebank.catalog.tables import Dataset, Image, Observation
+from slidebank.catalog.tables import Case, Dataset, Image, Observation
 
 
 def slide_summary(image: Image) -> dict[str, Any]:
@@ -112,4 +112,57 @@ def observation_record(observation: Observation) -> dict[str, Any]:
         "scheme": observation.scheme,
         "meaning": observation.meaning,
         "text": observation.text,
+    }
+
+
+def case_summary(case: Case) -> dict[str, Any]:
+    images = [
+        image.public_id
+        for specimen in case.specimens
+        for block in specimen.blocks
+        for slide in block.slides
+        for image in slide.images
+    ]
+    return {
+        "pseudonym": case.pseudonym,
+        "species": case.species,
+        "specimens": len(case.specimens),
+        "slides": images,
+    }
+
+
+def case_record(case: Case, observations: list[Observation]) -> dict[str, Any]:
+    """A case with its specimens, blocks and slides (by id), and the observations on them."""
+
+    def about(column: str, identifier: int) -> list[dict[str, Any]]:
+        return [observation_record(o) for o in observations if getattr(o, column) == identifier]
+
+    return {
+        "pseudonym": case.pseudonym,
+        "species": case.species,
+        "observations": about("case_id", case.id),
+        "specimens": [
+            {
+                "identifier": specimen.identifier,
+                "anatomical_site": specimen.anatomical_site,
+                "sampling": specimen.sampling,
+                "observations": about("specimen_id", specimen.id),
+                "blocks": [
+                    {
+                        "identifier": block.identifier,
+                        "observations": about("block_id", block.id),
+                        "slides": [
+                            {
+                                "identifier": slide.identifier,
+                                "stain": slide.stain_compound,
+                                "images": [image.public_id for image in slide.images],
+                            }
+                            for slide in block.slides
+                        ],
+                    }
+                    for block in specimen.blocks
+                ],
+            }
+            for specimen in case.specimens
+        ],
     }

@@ -11,6 +11,7 @@ from PIL import Image
 
 from slidebank.errors import InvalidInput, NotFound, UnsupportedFormat
 from slidebank.geometry import Point, Size
+from slidebank.slides.cache import DecodedTileCache
 from slidebank.slides.model import Level, RawTile, SlideInfo
 from slidebank.slides.tiff_tiles import TiffLevelTiles
 
@@ -82,6 +83,15 @@ class SlideReader(ABC):
         image = self.read_region(Point(0, 0), level, lvl.size)
         image.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
         return image
+
+    def share_cache(self, cache: DecodedTileCache) -> None:  # noqa: B027 - optional hook
+        """Keep decoded tiles in ``cache`` (shared with other slides) instead of a private one."""
+
+    def memory_estimate(self) -> int:
+        """About how many bytes this open slide holds, for caches that bound memory: the
+        per-tile offset tables every backend keeps, plus a fixed part for the handle."""
+        tiles = sum(level.grid.area for level in self.info.levels if level.grid is not None)
+        return 256 * 1024 + 16 * tiles
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold something
         """Release file handles."""

@@ -10,6 +10,7 @@ from slidebank.errors import CorruptSlide, InvalidInput, UnsupportedFormat, with
 from slidebank.slides.backends.openslide_backend import OpenSlideReader
 from slidebank.slides.backends.tifffile_backend import TiffFileReader
 from slidebank.slides.backends.wsidicom_backend import WsiDicomReader
+from slidebank.slides.cache import DecodedTileCache
 from slidebank.slides.reader import SlideReader
 from slidebank.slides.sniff import is_tiff, kind_of, read_header
 
@@ -36,8 +37,21 @@ def candidate_backends(files: tuple[Path, ...]) -> list[type[SlideReader]]:
     return [OpenSlideReader]
 
 
-def open_slide(files: tuple[Path, ...] | Path, backend: str | None = None) -> SlideReader:
-    """Open the files of one slide with the backend named, or the first that reads them."""
+def open_slide(
+    files: tuple[Path, ...] | Path,
+    backend: str | None = None,
+    *,
+    cache: DecodedTileCache | None = None,
+) -> SlideReader:
+    """Open the files of one slide with the backend named, or the first that reads them;
+    decoded tiles go to ``cache`` when given."""
+    reader = _open(files, backend)
+    if cache is not None:
+        reader.share_cache(cache)
+    return reader
+
+
+def _open(files: tuple[Path, ...] | Path, backend: str | None) -> SlideReader:
     group = (files,) if isinstance(files, Path) else tuple(files)
     if not group:
         raise InvalidInput("no files given for the slide")

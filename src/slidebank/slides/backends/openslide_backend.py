@@ -13,6 +13,7 @@ from PIL import Image
 
 from slidebank.errors import CorruptSlide, NotFound, UnsupportedFormat
 from slidebank.geometry import Mpp, Point, Size
+from slidebank.slides.cache import DecodedTileCache
 from slidebank.slides.model import AssociatedImageInfo, Level, RawTile, SlideInfo
 from slidebank.slides.reader import SlideReader
 from slidebank.slides.tiff_tiles import JPEG, TiffLevelTiles, level_tiles, read_stored_tile
@@ -144,6 +145,9 @@ class OpenSlideReader(SlideReader):
         if tiles is None or self._fd is None:
             return None
         return read_stored_tile(self.path, self._fd, tiles, column, row)
+
+    def share_cache(self, cache: DecodedTileCache) -> None:
+        self._slide.set_cache(cache.openslide)
 
     def stored_tiles(self, level: int) -> TiffLevelTiles | None:
         """Tile offsets of a level, for validation; None where not a plain tiled TIFF."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,10 @@ class TiffFileReader(SlideReader):
         except (tifffile.TiffFileError, ValueError, IndexError, KeyError, OSError) as exc:
             raise CorruptSlide(f"{self.path}: TIFF structure is unreadable: {exc}") from exc
         self._fd: int | None = None
+        self._tile_index: dict[int, TiffLevelTiles | None] = {}
+        # tifffile reads whole pages through one seek-and-read file handle; tiles are read
+        # with pread and need no lock.
+        self._page_lock = threading.Lock()
         try:
             self._pages = self._pyramid()
             self._fd = os.open(self.path, os.O_RDONLY)
@@ -194,7 +199,9 @@ class TiffFileReader(SlideReader):
         if page.imagewidth * page.imagelength > MAX_UNTILED_PIXELS:
             raise InvalidInput(f"{self.path}: untiled level of {page.shape} is too large to read")
         try:
-            return _to_rgb8(page.asarray(), page.bitspersample)
+            with self._page_lock:
+                pixels = page.asarray()
+            return _to_rgb8(pixels, page.bitspersample)
         except Exception as exc:
             raise CorruptSlide(f"{self.path}: level does not decode: {exc}") from exc
 
@@ -215,8 +222,10 @@ class TiffFileReader(SlideReader):
         return self._tiles(level)
 
     def _tiles(self, level: int) -> TiffLevelTiles | None:
-        page = self._pages[level]
-        return level_tiles(page) if page.is_tiled else None
+        if level not in self._tile_index:
+            page = self._pages[level]
+            self._tile_index[level] = level_tiles(page) if page.is_tiled else None
+        return self._tile_index[level]
 
     def close(self) -> None:
         self._tiff.close()

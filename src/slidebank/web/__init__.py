@@ -1,0 +1,1 @@
+"""The HTTP service: JSON API, DeepZoom and IIIF tiles, and the web interface (FastAPI)."""

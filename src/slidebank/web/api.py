@@ -1,0 +1,179 @@
+"""The JSON API under ``/api/``: datasets, cases, slides, and pictures of slides."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from slidebank.catalog.queries import MAX_PAGE, SlideFilter
+from slidebank.services import browsing, serving
+from slidebank.services.serving import RegionQuery
+from slidebank.tiles.encoding import image_format
+from slidebank.web.caching import PICTURE_RESPONSES, get_and_head, not_modified, picture_response
+from slidebank.web.state import AppState, app_state
+
+router = APIRouter(prefix="/api", tags=["catalogue"])
+State = Annotated[AppState, Depends(app_state)]
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size.")]
+Offset = Annotated[int, Query(ge=0, description="Items to skip.")]
+
+
+class Page(BaseModel):
+    """One page of a listing."""
+
+    items: list[dict[str, Any]]
+    total: int = Field(description="Items matching, on all pages.")
+    limit: int
+    offset: int
+
+
+class SlideFilters(BaseModel):
+    """The filters of ``slidebank list``."""
+
+    dataset: str | None = Field(None, description="Dataset short name.")
+    site: str | None = Field(None, description="Anatomical site contains this text.")
+    stain: str | None = Field(None, description="Stain compound or target contains this text.")
+    species: str | None = Field(None, description="Species contains this text.")
+    diagnosis: str | None = Field(None, description="Diagnosis code (exact) or text (contains).")
+    vendor: str | None = Field(None, description="Scanner vendor, e.g. aperio.")
+    format: str | None = Field(None, description="Container format, e.g. dicom.")
+    mpp_min: float | None = Field(None, gt=0, description="Smallest µm per pixel.")
+    mpp_max: float | None = Field(None, gt=0, description="Largest µm per pixel.")
+    limit: int = Field(100, ge=1, le=MAX_PAGE)
+    offset: int = Field(0, ge=0)
+
+    def slide_filter(self) -> SlideFilter:
+        return SlideFilter(
+            dataset=self.dataset,
+            anatomical_site=self.site,
+            stain=self.stain,
+            species=self.species,
+            diagnosis=self.diagnosis,
+            vendor=self.vendor,
+            format=self.format,
+            mpp_min=self.mpp_min,
+            mpp_max=self.mpp_max,
+            limit=self.limit,
+            offset=self.offset,
+        )
+
+
+@router.get("/datasets", summary="Every dataset, with its number of slides")
+def list_datasets(state: State) -> list[dict[str, Any]]:
+    return browsing.list_datasets(state.repository)
+
+
+@router.get("/datasets/{name}", summary="One dataset, with counts")
+def show_dataset(state: State, name: str) -> dict[str, Any]:
+    return browsing.show_dataset(state.repository, name)
+
+
+@router.get("/datasets/{name}/cases", summary="A dataset's cases, by pseudonym")
+def list_cases(state: State, name: str, limit: Limit = 100, offset: Offset = 0) -> Page:
+    items, total = browsing.list_cases(state.repository, name, limit, offset)
+    return Page(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get("/datasets/{name}/cases/{pseudonym}", summary="A case with its specimens and slides")
+def show_case(state: State, name: str, pseudonym: str) -> dict[str, Any]:
+    return browsing.show_case(state.repository, name, pseudonym)
+
+
+@router.get("/slides", summary="Slides matching the filters, newest first")
+def list_slides(state: State, filters: Annotated[SlideFilters, Query()]) -> Page:
+    where = filters.slide_filter()
+    items = browsing.list_slides(state.repository, where)
+    total = browsing.count_slides(state.repository, where)
+    return Page(items=items, total=total, limit=where.limit, offset=where.offset)
+
+
+@router.get("/slides/{slide_id}", summary="A slide's full record")
+def show_slide(state: State, slide_id: str) -> dict[str, Any]:
+    return browsing.show_slide(state.repository, slide_id)
+
+
+@get_and_head(
+    router,
+    "/slides/{slide_id}/thumbnail",
+    summary="The slide's stored JPEG thumbnail",
+    responses={200: {"content": {"image/jpeg": {}}}},
+)
+async def thumbnail(state: State, request: Request, slide_id: str) -> Response:
+    slide = await state.acquire(slide_id)
+    try:
+        etag = serving.entity_tag(slide, "thumbnail")
+        cached = not_modified(request, etag)
+        if cached is not None:
+            return cached
+        data = await run_in_threadpool(browsing.thumbnail_of, state.repository, slide_id)
+        return picture_response(serving.Picture(data, "image/jpeg"), etag)
+    finally:
+        state.slides.release(slide)
+
+
+@get_and_head(
+    router,
+    "/slides/{slide_id}/associated/{name}",
+    summary="An associated image (label, macro, thumbnail) of the slide",
+    responses=PICTURE_RESPONSES,
+)
+async def associated(
+    state: State,
+    request: Request,
+    slide_id: str,
+    name: str,
+    format: Annotated[Literal["jpeg", "png", "webp"], Query()] = "jpeg",
+) -> Response:
+    slide = await state.acquire(slide_id)
+    try:
+        etag = serving.entity_tag(slide, "associated", name, format)
+        cached = not_modified(request, etag)
+        if cached is not None:
+            return cached
+        picture = await run_in_threadpool(
+            serving.associated_image, slide, name, image_format(format), state.options
+        )
+        return picture_response(picture, etag)
+    finally:
+        state.slides.release(slide)
+
+
+@get_and_head(
+    router,
+    "/slides/{slide_id}/region",
+    summary="Pixels of a region at any level, resolution or downsample",
+    responses=PICTURE_RESPONSES,
+)
+async def region(
+    state: State,
+    request: Request,
+    slide_id: str,
+    x: Annotated[int, Query(description="Left edge in level-0 pixels.")],
+    y: Annotated[int, Query(description="Top edge in level-0 pixels.")],
+    width: Annotated[int, Query(ge=1, description="Output width in pixels.")],
+    height: Annotated[int, Query(ge=1, description="Output height in pixels.")],
+    level: Annotated[int | None, Query(ge=0, description="Pyramid level to read.")] = None,
+    mpp: Annotated[float | None, Query(gt=0, description="Output µm per pixel.")] = None,
+    downsample: Annotated[
+        float | None, Query(gt=0, description="Level-0 pixels per output pixel.")
+    ] = None,
+    format: Annotated[Literal["png", "jpeg", "webp"], Query()] = "png",
+    quality: Annotated[Literal["color", "gray"], Query()] = "color",
+) -> Response:
+    """Exactly one of `level`, `mpp` and `downsample` may be given (none means level 0).
+    The output is `width`×`height` pixels; the parts outside the slide are white. PNG (the
+    default) is lossless, for algorithms."""
+    query = RegionQuery(x, y, width, height, level, mpp, downsample, image_format(format), quality)
+    slide = await state.acquire(slide_id)
+    try:
+        etag = serving.entity_tag(slide, "region", query)
+        cached = not_modified(request, etag)
+        if cached is not None:
+            return cached
+        picture = await run_in_threadpool(serving.region, slide, query, state.options)
+        return picture_response(picture, etag)
+    finally:
+        state.slides.release(slide)

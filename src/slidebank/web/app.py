@@ -1,0 +1,74 @@
+"""The application factory: ``create_app(settings)`` builds one FastAPI application.
+
+Nothing is created at import time; uvicorn's worker processes call :func:`app_from_env`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
+
+from slidebank import __version__
+from slidebank.config import Settings
+from slidebank.services.open_slides import OpenSlides
+from slidebank.services.repository import open_repository
+from slidebank.services.serving import ServingOptions
+from slidebank.web import api, pages, problems, tiles
+from slidebank.web.state import AppState
+
+DESCRIPTION = """\
+Slidebank's HTTP API: datasets, cases and slides of the catalogue; thumbnails, associated
+images and regions of slides at any level or resolution; DeepZoom tiles for OpenSeadragon
+under `/deepzoom/` and the IIIF Image API 3.0 (level 2) under `/iiif/3/`.
+
+Errors are problem details (RFC 9457, `application/problem+json`). Image responses are
+immutable: they carry an `ETag` and `Cache-Control: immutable`, and answer `If-None-Match`
+with 304.
+"""
+
+
+def create_app(settings: Settings) -> FastAPI:
+    repository = open_repository(settings)
+    state = AppState(
+        settings=settings,
+        repository=repository,
+        slides=OpenSlides(
+            repository,
+            max_open=settings.open_slides,
+            max_bytes=settings.open_slides_bytes,
+            decoded_cache_bytes=settings.decoded_cache_bytes,
+        ),
+        options=ServingOptions.from_settings(settings),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        state.close()
+
+    app = FastAPI(
+        title="Slidebank",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.slidebank = state
+    problems.install(app)
+    app.include_router(api.router)
+    app.include_router(tiles.router)
+    pages.install(app)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> PlainTextResponse:
+        """A constant answer: liveness checks, and the HTTP floor of the tile benchmark."""
+        return PlainTextResponse("ok")
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The application configured by ``SLIDEBANK_*`` variables (for uvicorn's workers)."""
+    return create_app(Settings.from_env())

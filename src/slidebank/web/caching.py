@@ -1,0 +1,56 @@
+"""Immutable responses: entity tags, conditional GET and the cache headers that go with them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Request, Response
+
+from slidebank.services.serving import Picture
+
+# Content is addressed by checksum, so a response never changes: caches may keep it a year.
+IMMUTABLE = "public, max-age=31536000, immutable"
+# OpenAPI: what an image route answers.
+PICTURE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}
+}
+
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+
+
+def get_and_head(router: APIRouter, path: str, **options: Any) -> Callable[[Endpoint], Endpoint]:
+    """Register an endpoint for GET (documented) and HEAD (same answer, no body)."""
+
+    def register(endpoint: Endpoint) -> Endpoint:
+        router.get(path, response_class=Response, **options)(endpoint)
+        router.head(path, response_class=Response, include_in_schema=False)(endpoint)
+        return endpoint
+
+    return register
+
+
+def not_modified(
+    request: Request, etag: str, headers: Mapping[str, str] | None = None
+) -> Response | None:
+    """A 304 when the client already holds this entity tag (If-None-Match), else None."""
+    given = request.headers.get("if-none-match")
+    if given is None:
+        return None
+    tags = {tag.strip().removeprefix("W/") for tag in given.split(",")}
+    if etag in tags or "*" in tags:
+        return Response(
+            status_code=304, headers={"ETag": etag, "Cache-Control": IMMUTABLE, **(headers or {})}
+        )
+    return None
+
+
+def picture_response(
+    picture: Picture, etag: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    return Response(
+        content=picture.data,
+        media_type=picture.media_type,
+        headers={"ETag": etag, "Cache-Control": IMMUTABLE, **(headers or {})},
+    )

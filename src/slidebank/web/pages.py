@@ -1,0 +1,300 @@
+"""The web interface: server-rendered pages (Jinja2) and the OpenSeadragon slide viewer.
+
+Pages read the catalogue through the same service functions as the CLI and the JSON API,
+in-process (no HTTP round trip). The service calls are synchronous and hit the database, so
+the page routes are plain ``def``: FastAPI runs them in its threadpool.
+
+Static files: ``/static/app/`` is this package's CSS and JavaScript;
+``/static/vendor/openseadragon/`` is OpenSeadragon's npm build (``npm ci --prefix
+src/slidebank/web/static``, run by ``make install``). When that build is missing the slide
+page says so instead of failing silently.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from slidebank.catalog.queries import MAX_PAGE, SlideFilter
+from slidebank.errors import InvalidInput, NotFound
+from slidebank.services import browsing
+from slidebank.web.state import AppState
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES_DIR = HERE / "templates"
+STATIC_DIR = HERE / "static"
+APP_ASSETS = STATIC_DIR / "app"
+# OpenSeadragon's npm build: the script and the images of its navigation buttons.
+VENDOR_OPENSEADRAGON = STATIC_DIR / "node_modules" / "openseadragon" / "build" / "openseadragon"
+INSTALL_HINT = "make install"
+NPM_PREFIX = "src/slidebank/web/static"  # as the Makefile names it
+
+PAGE_SIZE = 48
+MAX_PAGE_SIZE = 500
+THUMB_BOX = (256, 192)  # the grid's thumbnail box, CSS px
+
+# OpenSeadragon 6 adds one <style> element to the page (a focus outline rule for touch
+# screens); this is the hash of its text. Another OpenSeadragon version may change it: the
+# browser test then fails on the console error that names the new hash.
+OPENSEADRAGON_STYLE_HASH = "'sha256-9xTiqzfwFaL2SGb1rmr8gysEwVVjIvqWAgmZgqFqpEE='"
+# Pages load scripts, styles and images only from this server. OpenSeadragon sets element
+# styles from script (allowed by style-src 'self'), and draws tiles from blob:/data: URLs.
+CONTENT_SECURITY_POLICY = (
+    f"default-src 'self'; img-src 'self' data: blob:; style-src 'self' {OPENSEADRAGON_STYLE_HASH}; "
+    "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+FAVICON_SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">'
+    '<rect width="32" height="32" rx="6" fill="#2b2d31"/>'
+    '<rect x="5" y="11" width="22" height="10" rx="2" fill="#e9e4ec"/>'
+    '<circle cx="13" cy="16" r="3.2" fill="#b0508a"/>'
+    '<circle cx="19.5" cy="15.5" r="2.4" fill="#7a4aa8"/>'
+    "</svg>"
+)
+
+# (query parameter, SlideFilter field, label) in the order of the filter form.
+TEXT_FILTERS: list[tuple[str, str, str]] = [
+    ("site", "anatomical_site", "Site"),
+    ("stain", "stain", "Stain"),
+    ("species", "species", "Species"),
+    ("diagnosis", "diagnosis", "Diagnosis"),
+    ("vendor", "vendor", "Vendor"),
+    ("format", "format", "Format"),
+]
+NUMBER_FILTERS = ("mpp_min", "mpp_max")
+FORM_FIELDS = ("dataset", *(name for name, _, _ in TEXT_FILTERS), *NUMBER_FILTERS)
+
+
+def _templates() -> Jinja2Templates:
+    environment = Environment(
+        loader=FileSystemLoader(TEMPLATES_DIR),
+        autoescape=select_autoescape(["html", "xml"], default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters["thousands"] = lambda value: f"{value:,}".replace(",", "\u202f")
+    environment.filters["filesize"] = filesize
+    environment.filters["mpp"] = lambda value: "—" if value is None else f"{value:.4g} µm/px"
+    return Jinja2Templates(env=environment)
+
+
+def filesize(size: int | None) -> str:
+    if size is None:
+        return "—"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def thumbnail_box(width: int, height: int) -> tuple[int, int]:
+    """The thumbnail's size within the grid's box, keeping the slide's aspect ratio."""
+    if width <= 0 or height <= 0:
+        return THUMB_BOX
+    scale = min(THUMB_BOX[0] / width, THUMB_BOX[1] / height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+@dataclass
+class SlideQuery:
+    """The slide browser's query string, parsed leniently: problems become messages."""
+
+    values: dict[str, str]
+    where: SlideFilter
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def limit(self) -> int:
+        return self.where.limit
+
+    @property
+    def offset(self) -> int:
+        return self.where.offset
+
+    def url(self, **changes: str | int | None) -> str:
+        """``/slides`` with these filters and the given parameters changed."""
+        params: dict[str, str | int] = {k: v for k, v in self.values.items() if v}
+        if self.limit != PAGE_SIZE:
+            params["limit"] = self.limit
+        for key, value in changes.items():
+            if value in (None, "", 0) and key in ("offset", *FORM_FIELDS):
+                params.pop(key, None)
+            elif value is not None:
+                params[key] = value
+        return "/slides" + (f"?{urlencode(params)}" if params else "")
+
+
+def _number(raw: str, name: str, errors: dict[str, str]) -> float | None:
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        errors[name] = f"{raw!r} is not a number (µm per pixel, e.g. 0.25)"
+        return None
+    if not math.isfinite(value) or value < 0:
+        errors[name] = f"{raw!r} must be a positive number of µm per pixel"
+        return None
+    return value
+
+
+def _integer(raw: str, name: str, default: int, low: int, high: int, errors: dict[str, str]) -> int:
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        errors[name] = f"{raw!r} is not a whole number"
+        return default
+    if not low <= value <= high:
+        errors[name] = f"must be between {low} and {high:,}, got {value}"
+        return default
+    return value
+
+
+def parse_slide_query(params: dict[str, str]) -> SlideQuery:
+    values = {name: params.get(name, "").strip() for name in FORM_FIELDS}
+    errors: dict[str, str] = {}
+    mpp_min = _number(values["mpp_min"], "mpp_min", errors)
+    mpp_max = _number(values["mpp_max"], "mpp_max", errors)
+    if mpp_min is not None and mpp_max is not None and mpp_min > mpp_max:
+        errors["mpp_max"] = "must not be below the minimum"
+    limit = _integer(params.get("limit", ""), "limit", PAGE_SIZE, 1, MAX_PAGE_SIZE, errors)
+    offset = _integer(params.get("offset", ""), "offset", 0, 0, MAX_PAGE * 1000, errors)
+    text = {attribute: values[name] or None for name, attribute, _ in TEXT_FILTERS}
+    where = SlideFilter(
+        dataset=values["dataset"] or None,
+        mpp_min=mpp_min,
+        mpp_max=mpp_max,
+        limit=limit,
+        offset=offset,
+        **text,
+    )
+    return SlideQuery(values=values, where=where, errors=errors)
+
+
+def _state(request: Request) -> AppState:
+    state: AppState = request.app.state.slidebank
+    return state
+
+
+def _viewer_assets_present() -> bool:
+    return (VENDOR_OPENSEADRAGON / "openseadragon.min.js").is_file()
+
+
+def _secured(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    return response
+
+
+def install(app: FastAPI) -> None:
+    """Add the pages (left out of the OpenAPI schema) and the static files to ``app``."""
+    templates = _templates()
+    templates.env.globals["favicon_href"] = "data:image/svg+xml," + quote(FAVICON_SVG)
+
+    def render(
+        request: Request, name: str, context: dict[str, Any], status_code: int = 200
+    ) -> Response:
+        return _secured(templates.TemplateResponse(request, name, context, status_code=status_code))
+
+    def not_found(request: Request, message: str) -> Response:
+        return render(request, "404.html", {"title": "Not found", "message": message}, 404)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def datasets_page(request: Request) -> Response:
+        datasets = browsing.list_datasets(_state(request).repository)
+        return render(
+            request,
+            "datasets.html",
+            {"title": "Datasets", "datasets": datasets, "nav": "datasets"},
+        )
+
+    @app.get("/slides", response_class=HTMLResponse, include_in_schema=False)
+    def slides_page(request: Request) -> Response:
+        repository = _state(request).repository
+        query = parse_slide_query(dict(request.query_params))
+        datasets = browsing.list_datasets(repository)
+        slides: list[dict[str, Any]] = []
+        total = 0
+        if not query.errors:
+            try:
+                slides = browsing.list_slides(repository, query.where)
+                total = browsing.count_slides(repository, query.where)
+            except InvalidInput as exc:
+                query.errors["query"] = str(exc)
+        for slide in slides:
+            slide["thumb"] = thumbnail_box(slide["width"], slide["height"])
+        context = {
+            "title": "Slides",
+            "nav": "slides",
+            "query": query,
+            "slides": slides,
+            "datasets": datasets,
+            "text_filters": TEXT_FILTERS,
+            "page_size": PAGE_SIZE,
+            "total": total,
+            "has_next": query.offset + len(slides) < total,
+            "has_previous": query.offset > 0,
+            "filtered": any(query.values.values()),
+        }
+        return render(request, "slides.html", context, 400 if query.errors else 200)
+
+    @app.get("/slides/{public_id}", response_class=HTMLResponse, include_in_schema=False)
+    def slide_page(request: Request, public_id: str) -> Response:
+        try:
+            record = browsing.show_slide(_state(request).repository, public_id)
+        except NotFound:
+            return not_found(request, f"There is no slide with id “{public_id}”.")
+        image = record["image"]
+        mpp = image["mpp"]
+        viewer = {
+            "id": record["id"],
+            "tileSource": f"/deepzoom/{record['id']}.dzi",
+            "prefixUrl": "/static/vendor/openseadragon/images/",
+            "mpp": mpp[0] if mpp else None,
+            "objectivePower": image["objective_power"],
+            "width": image["width"],
+            "height": image["height"],
+        }
+        context = {
+            "title": f"{record['id']} · {record['dataset']['short_name']}",
+            "nav": "slides",
+            "record": record,
+            "image": image,
+            "viewer": viewer,
+            "assets_present": _viewer_assets_present(),
+            "install_hint": INSTALL_HINT,
+            "npm_prefix": NPM_PREFIX,
+        }
+        return render(request, "slide.html", context)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(
+            FAVICON_SVG,
+            media_type="image/svg+xml",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
+
+    # Only OpenSeadragon's build folder is served, not node_modules. check_dir=False lets the
+    # application start without the npm build; the slide page explains what is missing.
+    app.mount(
+        "/static/vendor/openseadragon",
+        StaticFiles(directory=VENDOR_OPENSEADRAGON, check_dir=False),
+        name="openseadragon",
+    )
+    app.mount("/static/app", StaticFiles(directory=APP_ASSETS), name="static")

@@ -1,0 +1,79 @@
+"""A served repository for the web and client tests: the demo slide with its metadata, the IIIF
+validator's test image, an application on it, and a real server on a loopback port."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from slidebank.catalog.queries import SlideFilter
+from slidebank.config import Settings
+from slidebank.services import browsing, ingesting, samples
+from slidebank.services.repository import open_repository
+from slidebank.web.app import create_app
+from tests.helpers import iiif_validator_slide
+
+
+@dataclass(frozen=True)
+class ServedRepository:
+    settings: Settings
+    demo_id: str
+    grid_id: str
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory) -> ServedRepository:
+    home = tmp_path_factory.mktemp("served") / "repo"
+    settings = Settings(home=home)
+    repository = open_repository(settings)
+    try:
+        ingesting.ingest_paths(
+            repository, [samples.demo_slides(home)], "demo", samples.demo_sidecar(home)
+        )
+        grid = iiif_validator_slide(tmp_path_factory.mktemp("grid") / "iiif-grid.svs")
+        ingesting.ingest_paths(repository, [grid], "iiif", None)
+        demo = browsing.list_slides(repository, SlideFilter(dataset="demo"))
+        squares = browsing.list_slides(repository, SlideFilter(dataset="iiif"))
+    finally:
+        repository.close()
+    return ServedRepository(settings, demo[0]["id"], squares[0]["id"])
+
+
+@pytest.fixture(scope="session")
+def client(served: ServedRepository) -> Iterator[TestClient]:
+    with TestClient(create_app(served.settings)) as test_client:
+        yield test_client
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def live_server(served: ServedRepository) -> Iterator[str]:
+    """The application served by uvicorn on a free loopback port; yields its base URL."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(served.settings), host="127.0.0.1", port=port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("the test server did not start within 30 s")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)

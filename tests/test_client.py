@@ -1,0 +1,33 @@
+"""The notebook client against a real server: listing, records, regions as arrays, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from slidebank.client import ApiError, SlidebankClient
+from slidebank.geometry import Point, Size
+from slidebank.slides import open_slide
+from tests.served import ServedRepository
+
+
+def test_client_lists_reads_and_fails_clearly(live_server: str, served: ServedRepository) -> None:
+    with SlidebankClient(live_server) as bank:
+        assert {d["short_name"] for d in bank.datasets()} == {"demo", "iiif"}
+        assert [s["id"] for s in bank.slides(stain="DAB")] == [served.demo_id]
+        assert len(list(bank.slides())) == 2
+        record = bank.slide(served.demo_id)
+        patch = bank.region(served.demo_id, 512, 256, 128, 64)
+        assert patch.shape == (64, 128, 3) and patch.dtype == np.uint8
+        key = record["image"]["storage_key"]
+        content = served.settings.home / "blobs" / "objects" / key[:2] / key / "content"
+        with open_slide(content / record["image"]["files"][0]["name"]) as reader:
+            expected = np.asarray(reader.read_region(Point(512, 256), 0, Size(128, 64)))
+        assert np.array_equal(patch, expected)
+        assert bank.region(served.demo_id, 0, 0, 100, 50, mpp=2.0).shape == (50, 100, 3)
+        assert bank.thumbnail(served.demo_id).format == "JPEG"
+        with pytest.raises(ApiError, match="404") as caught:
+            bank.slide("sb-missing")
+        assert caught.value.problem["status"] == 404
+        with pytest.raises(ApiError, match="level"):
+            bank.region(served.demo_id, 0, 0, 10, 10, level=0, mpp=1.0)

@@ -1,0 +1,245 @@
+"""The JSON API: every route, good and bad requests, and the problem-details shape."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from slidebank.config import Settings
+from slidebank.geometry import Point, Size
+from slidebank.services import ingesting
+from slidebank.services.repository import open_repository
+from slidebank.slides import open_slide
+from slidebank.web.app import create_app
+from tests.served import ServedRepository
+
+PROBLEM_KEYS = {"type", "title", "status", "detail", "instance"}
+
+
+def assert_problem(response: Any, status: int, *words: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert set(body) >= PROBLEM_KEYS
+    assert body["status"] == status
+    assert body["type"].startswith("https://slidebank.org/problems/")
+    for word in words:
+        assert word in body["detail"], body["detail"]
+    return body
+
+
+def decoded(response: Any) -> Image.Image:
+    return Image.open(io.BytesIO(response.content))
+
+
+def stored_reader(served: ServedRepository, slide_id: str, client: TestClient) -> Any:
+    record = client.get(f"/api/slides/{slide_id}").json()
+    content = (
+        served.settings.home
+        / "blobs"
+        / "objects"
+        / record["image"]["storage_key"][:2]
+        / record["image"]["storage_key"]
+        / "content"
+    )
+    return open_slide(tuple(content / f["name"] for f in record["image"]["files"]))
+
+
+# Catalogue
+
+
+def test_datasets_lists_each_with_its_slide_count(client: TestClient) -> None:
+    body = client.get("/api/datasets").json()
+    counts = {dataset["short_name"]: dataset["images"] for dataset in body}
+    assert counts == {"demo": 1, "iiif": 1}
+    demo = next(d for d in body if d["short_name"] == "demo")
+    assert demo["licence"] == "CC0-1.0"
+
+
+def test_one_dataset_has_counts_and_unknown_is_404(client: TestClient) -> None:
+    body = client.get("/api/datasets/demo").json()
+    assert (body["title"], body["images"], body["cases"]) == ("Slidebank demo", 1, 1)
+    assert_problem(client.get("/api/datasets/nope"), 404, "nope")
+
+
+def test_cases_of_a_dataset_and_one_case(client: TestClient, served: ServedRepository) -> None:
+    page = client.get("/api/datasets/demo/cases").json()
+    assert page["total"] == 1
+    assert page["items"][0]["pseudonym"] == "DEMO-001"
+    assert page["items"][0]["slides"] == [served.demo_id]
+    case = client.get("/api/datasets/demo/cases/DEMO-001").json()
+    specimen = case["specimens"][0]
+    assert (case["species"], specimen["anatomical_site"]) == ("Homo sapiens", "colon")
+    assert specimen["observations"][0]["text"] == "Colonic glands with FHL2 expression"
+    assert specimen["blocks"][0]["slides"][0]["images"] == [served.demo_id]
+    assert_problem(client.get("/api/datasets/demo/cases/NOPE"), 404, "NOPE")
+    assert_problem(client.get("/api/datasets/demo/cases?limit=0"), 422, "limit")
+
+
+def test_slides_filters_and_paginates(client: TestClient, served: ServedRepository) -> None:
+    page = client.get("/api/slides").json()
+    assert page["total"] == 2 and len(page["items"]) == 2
+    assert client.get("/api/slides?stain=DAB").json()["items"][0]["id"] == served.demo_id
+    assert client.get("/api/slides?site=colon&species=sapiens").json()["total"] == 1
+    assert client.get("/api/slides?dataset=iiif").json()["items"][0]["id"] == served.grid_id
+    assert client.get("/api/slides?vendor=nobody").json() == {
+        "items": [],
+        "total": 0,
+        "limit": 100,
+        "offset": 0,
+    }
+    first = client.get("/api/slides?limit=1").json()
+    second = client.get("/api/slides?limit=1&offset=1").json()
+    assert first["total"] == second["total"] == 2
+    assert first["items"][0]["id"] != second["items"][0]["id"]
+    assert client.get("/api/slides?mpp_min=0.4&mpp_max=0.6").json()["total"] == 2
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("limit=0", "limit"), ("limit=100000", "limit"), ("offset=-1", "offset"),
+     ("mpp_min=abc", "mpp_min"), ("mpp_max=-1", "mpp_max")],
+)  # fmt: skip
+def test_bad_slide_filters_name_the_field(client: TestClient, query: str, field: str) -> None:
+    body = assert_problem(client.get(f"/api/slides?{query}"), 422, field)
+    assert body["errors"][0]["field"] == field
+
+
+def test_slide_record_is_complete_and_unknown_is_404(
+    client: TestClient, served: ServedRepository
+) -> None:
+    record = client.get(f"/api/slides/{served.demo_id}").json()
+    assert record["id"] == served.demo_id
+    assert record["case"]["pseudonym"] == "DEMO-001"
+    assert record["slide"]["staining"]["target"] == "FHL2"
+    assert record["image"]["width"] == 8192 and record["image"]["vendor"] == "aperio"
+    assert_problem(client.get("/api/slides/sb-doesnotexist"), 404, "sb-doesnotexist")
+
+
+def test_openapi_documents_the_routes(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in (
+        "/api/slides",
+        "/api/slides/{slide_id}/region",
+        "/deepzoom/{slide_id}_files/{level}/{column}_{row}.{extension}",
+        "/iiif/3/{slide_id}/{region}/{size}/{rotation}/{quality_format}",
+    ):
+        assert path in paths
+    assert client.get("/docs").status_code == 200
+
+
+# Pictures
+
+
+def test_thumbnail_is_the_stored_jpeg_with_cache_headers(
+    client: TestClient, served: ServedRepository
+) -> None:
+    response = client.get(f"/api/slides/{served.demo_id}/thumbnail")
+    assert response.headers["content-type"] == "image/jpeg"
+    assert "immutable" in response.headers["cache-control"]
+    assert max(decoded(response).size) == served.settings.thumbnail_size
+    etag = response.headers["etag"]
+    again = client.get(f"/api/slides/{served.demo_id}/thumbnail", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    assert_problem(client.get("/api/slides/sb-nope/thumbnail"), 404)
+
+
+def test_associated_images_and_unknown_names(client: TestClient, served: ServedRepository) -> None:
+    names = [
+        image["name"]
+        for image in client.get(f"/api/slides/{served.demo_id}").json()["image"][
+            "associated_images"
+        ]
+    ]
+    assert "label" in names
+    for name in names:
+        response = client.get(f"/api/slides/{served.demo_id}/associated/{name}?format=png")
+        assert response.status_code == 200
+        assert decoded(response).format == "PNG"
+    assert_problem(client.get(f"/api/slides/{served.demo_id}/associated/nothing"), 404, "nothing")
+    assert_problem(
+        client.get(f"/api/slides/{served.demo_id}/associated/label?format=bmp"), 422, "format"
+    )
+
+
+def test_region_at_level_zero_equals_the_reader(
+    client: TestClient, served: ServedRepository
+) -> None:
+    response = client.get(f"/api/slides/{served.demo_id}/region?x=1000&y=800&width=300&height=200")
+    assert response.headers["content-type"] == "image/png"
+    got = np.asarray(decoded(response).convert("RGB"))
+    with stored_reader(served, served.demo_id, client) as reader:
+        expected = np.asarray(reader.read_region(Point(1000, 800), 0, Size(300, 200)))
+    assert got.shape == (200, 300, 3)
+    assert np.array_equal(got, expected)
+
+
+def test_region_by_mpp_level_and_downsample(client: TestClient, served: ServedRepository) -> None:
+    base = f"/api/slides/{served.demo_id}/region?x=0&y=0&width=256&height=128"
+    by_mpp = decoded(client.get(f"{base}&mpp=1.996"))  # 4 × the slide's 0.499 µm
+    by_level = decoded(client.get(f"{base}&level=1"))
+    by_downsample = decoded(client.get(f"{base}&downsample=4&format=jpeg&quality=gray"))
+    assert by_mpp.size == by_level.size == by_downsample.size == (256, 128)
+    difference = np.abs(np.asarray(by_mpp, dtype=int) - np.asarray(by_level, dtype=int)).mean()
+    assert difference < 2
+    assert by_downsample.mode == "L" and by_downsample.format == "JPEG"
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "words"),
+    [
+        ("x=0&y=0&width=10&height=10&level=9", 400, ("level",)),
+        ("x=0&y=0&width=10&height=10&level=0&mpp=1", 400, ("level", "mpp")),
+        ("x=999999&y=0&width=10&height=10", 400, ("outside",)),
+        ("x=0&y=0&width=20000&height=20000", 400, ("limit",)),
+        ("x=0&y=0&width=0&height=10", 422, ("width",)),
+        ("x=0&y=0&width=10&height=10&mpp=0", 422, ("mpp",)),
+        ("x=0&y=0&width=10&height=10&format=gif", 422, ("format",)),
+        ("y=0&width=10&height=10", 422, ("x",)),
+    ],
+)
+def test_bad_regions_are_clear_4xx(
+    client: TestClient, served: ServedRepository, query: str, status: int, words: tuple[str, ...]
+) -> None:
+    assert_problem(client.get(f"/api/slides/{served.demo_id}/region?{query}"), status, *words)
+
+
+def test_region_partly_outside_is_white_there(client: TestClient, served: ServedRepository) -> None:
+    response = client.get(f"/api/slides/{served.demo_id}/region?x=8092&y=0&width=200&height=50")
+    pixels = np.asarray(decoded(response).convert("RGB"))
+    assert (pixels[:, 100:] == 255).all()
+
+
+def test_unknown_routes_are_problem_documents(client: TestClient) -> None:
+    assert_problem(client.get("/api/nothing-here"), 404)
+    body = client.post("/api/slides").json()
+    assert body["status"] == 405
+
+
+def test_head_gives_headers_without_body(client: TestClient, served: ServedRepository) -> None:
+    url = f"/api/slides/{served.demo_id}/thumbnail"
+    head = client.head(url)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["etag"] == client.get(url).headers["etag"]
+
+
+def test_api_runs_on_postgresql_too(tmp_path: Path, database_url: str, generated_svs: Path) -> None:
+    settings = Settings(home=tmp_path / "repo", database_url=database_url)
+    repository = open_repository(settings)
+    try:
+        ingesting.ingest_paths(repository, [generated_svs], "pg", None)
+    finally:
+        repository.close()
+    with TestClient(create_app(settings)) as client:
+        page = client.get("/api/slides?dataset=pg").json()
+        assert page["total"] == 1
+        slide_id = page["items"][0]["id"]
+        assert client.get(f"/deepzoom/{slide_id}.dzi").status_code == 200
+        tile = client.get(f"/deepzoom/{slide_id}_files/8/0_0.jpeg")
+        assert decoded(tile).size[0] > 0
