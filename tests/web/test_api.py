@@ -131,7 +131,11 @@ def test_openapi_documents_the_routes(client: TestClient) -> None:
         "/iiif/3/{slide_id}/{region}/{size}/{rotation}/{quality_format}",
     ):
         assert path in paths
-    assert client.get("/docs").status_code == 200
+    page = client.get("/docs").text
+    # Swagger UI comes from this server (npm), never from a CDN.
+    assert "/static/vendor/swagger-ui/swagger-ui-bundle.js" in page
+    assert "cdn" not in page
+    assert client.get("/static/vendor/swagger-ui/swagger-ui-bundle.js").status_code == 200
 
 
 # Pictures

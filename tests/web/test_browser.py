@@ -91,6 +91,7 @@ class Problems:
     console_errors: list[str] = field(default_factory=list)
     page_errors: list[str] = field(default_factory=list)
     tiles: list[str] = field(default_factory=list)
+    requested: list[str] = field(default_factory=list)
 
     def watch(self, page: Page) -> None:
         def on_request_failed(request: Request) -> None:
@@ -106,6 +107,7 @@ class Problems:
             if message.type == "error":
                 self.console_errors.append(f"{message.text} ({message.location})")
 
+        page.on("request", lambda request: self.requested.append(request.url))
         page.on("requestfailed", on_request_failed)
         page.on("response", on_response)
         page.on("console", on_console)
@@ -243,4 +245,13 @@ def test_the_slide_browser_and_dataset_list_load_cleanly(
     page.get_by_role("link", name=served.demo_id).first.click()
     settle(page)
     assert page.url.endswith(f"/slides/{served.demo_id}")
+    problems.assert_none()
+
+
+def test_the_api_documentation_renders_offline(browser: BrowserContext, live_server: str) -> None:
+    page, problems = watched_page(browser)
+    page.goto(f"{live_server}/docs")
+    # Swagger UI, served by this server, renders the operations of the OpenAPI document.
+    page.locator(".opblock-summary-path", has_text="/api/slides/{slide_id}/region").first.wait_for()
+    assert all(url.startswith(live_server) for url in problems.requested)
     problems.assert_none()

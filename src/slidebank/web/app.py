@@ -16,7 +16,7 @@ from slidebank.config import Settings
 from slidebank.services.open_slides import OpenSlides
 from slidebank.services.repository import open_repository
 from slidebank.services.serving import ServingOptions
-from slidebank.web import api, pages, problems, tiles
+from slidebank.web import api, docs, pages, problems, tiles
 from slidebank.web.state import AppState
 
 DESCRIPTION = """\
@@ -54,12 +54,15 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.slidebank = state
     problems.install(app)
     app.include_router(api.router)
     app.include_router(tiles.router)
     pages.install(app)
+    docs.install(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> PlainTextResponse:
