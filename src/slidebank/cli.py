@@ -429,37 +429,17 @@ def serve(
     database_url: DatabaseOption = None,
 ) -> None:
     """Serve the web interface, the JSON API, DeepZoom and IIIF tiles over HTTP."""
-    import os
-
-    import uvicorn
-
     from slidebank.config import Settings
-    from slidebank.web.app import create_app
+    from slidebank.services.repository import open_repository
+    from slidebank.web.server import serve as run
 
     try:
         settings = Settings.from_env(home=home, database_url=database_url)
-        application = create_app(settings)
+        open_repository(settings).close()  # fails here, clearly, if the repository cannot open
     except SlidebankError as exc:
         raise _fail(exc) from exc
     out.print(f"Slidebank is serving {settings.home} at http://{host}:{port}  (Ctrl-C stops it)")
-    if workers == 1:
-        uvicorn.run(application, host=host, port=port, access_log=access_log, log_level="warning")
-        return
-    # Worker processes build their own application from the environment; this one only
-    # showed that the repository opens.
-    application.state.slidebank.close()
-    os.environ["SLIDEBANK_HOME"] = str(settings.home)
-    if settings.database_url:
-        os.environ["SLIDEBANK_DATABASE_URL"] = settings.database_url
-    uvicorn.run(
-        "slidebank.web.app:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=access_log,
-        log_level="warning",
-    )
+    run(settings, host, port, workers, access_log)
 
 
 def main() -> None:

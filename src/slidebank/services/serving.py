@@ -60,18 +60,25 @@ def dzi(slide: ServedSlide, fmt: ImageFormat) -> str:
     return slide.deepzoom.dzi(fmt)
 
 
+def deepzoom_tag(slide: ServedSlide, level: int, column: int, row: int, fmt: ImageFormat) -> str:
+    """The entity tag of a DeepZoom tile, without hashing (this is the hot path)."""
+    return f'"{slide.checksum[:24]}-{RENDER_VERSION}-dz{level}-{column}-{row}-{fmt}"'
+
+
 def stored_deepzoom_tile(
     slide: ServedSlide, level: int, column: int, row: int, fmt: ImageFormat
 ) -> Picture | None:
-    """The tile's stored bytes when it is exactly a stored JPEG tile; else None."""
+    """The tile's stored bytes when it is exactly a stored JPEG tile; else None. The caller
+    has checked that the tile exists (``DeepZoom.tile_region``)."""
     if fmt != "jpeg":
         return None
-    region = slide.deepzoom.tile_region(level, column, row)
-    match = match_stored_tile(slide.reader, region)
-    if match is None:
+    where = slide.deepzoom.stored_tile(level, column, row)
+    if where is None:
         return None
-    tile = read_stored_tile(slide.reader, match)
-    return None if tile is None else Picture(tile.data, tile.media_type)
+    tile = slide.reader.read_raw_tile(*where)
+    if tile is None or tile.media_type != "image/jpeg":
+        return None
+    return Picture(tile.data, tile.media_type)
 
 
 def deepzoom_tile(
@@ -82,10 +89,10 @@ def deepzoom_tile(
     fmt: ImageFormat,
     options: ServingOptions,
 ) -> Picture:
+    region = slide.deepzoom.tile_region(level, column, row)
     stored = stored_deepzoom_tile(slide, level, column, row, fmt)
     if stored is not None:
         return stored
-    region = slide.deepzoom.tile_region(level, column, row)
     pixels = render(slide.reader, region)
     return Picture(encode(pixels, fmt, options.jpeg_quality), MEDIA_TYPES[fmt])
 

@@ -7,14 +7,14 @@ whose scale matches a stored level are exactly its tiles and can be passed throu
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from slidebank.errors import NotFound
 from slidebank.geometry import Point, Size
 from slidebank.slides.model import SlideInfo
 from slidebank.tiles.encoding import ImageFormat
-from slidebank.tiles.rendering import Region
+from slidebank.tiles.rendering import SCALE_TOLERANCE, Region
 
 DEFAULT_TILE = 256
 MIN_TILE, MAX_TILE = 128, 1024
@@ -22,18 +22,52 @@ DZI_FORMATS: dict[ImageFormat, str] = {"jpeg": "jpeg", "png": "png", "webp": "we
 
 
 @dataclass(frozen=True)
+class StoredLevel:
+    """A DeepZoom level that is exactly a stored level: same scale, same tile grid."""
+
+    level: int
+    whole_columns: int
+    whole_rows: int
+
+
+@dataclass(frozen=True)
 class DeepZoom:
-    """The DeepZoom pyramid of an image of ``size`` level-0 pixels."""
+    """The DeepZoom pyramid of an image of ``size`` level-0 pixels.
+
+    ``stored`` maps DeepZoom levels to the stored levels they coincide with, so that finding
+    a passthrough tile costs one dictionary lookup on the hot path.
+    """
 
     size: Size
     tile_size: int = DEFAULT_TILE
+    stored: dict[int, StoredLevel] = field(default_factory=dict, compare=False)
 
     @classmethod
     def for_slide(cls, info: SlideInfo) -> DeepZoom:
         stored = info.levels[0].tile_size
-        if stored and stored.width == stored.height and MIN_TILE <= stored.width <= MAX_TILE:
-            return cls(info.dimensions, stored.width)
-        return cls(info.dimensions)
+        if not (stored and stored.width == stored.height and MIN_TILE <= stored.width <= MAX_TILE):
+            return cls(info.dimensions)
+        zoom = cls(info.dimensions, stored.width)
+        for level in range(zoom.level_count):
+            scale = zoom.scale(level)
+            for index, slide_level in enumerate(info.levels):
+                same_scale = abs(slide_level.downsample - scale) <= SCALE_TOLERANCE * scale
+                if same_scale and slide_level.tile_size == stored:
+                    # Edge tiles are padded in the file: only whole tiles pass through.
+                    zoom.stored[level] = StoredLevel(
+                        index,
+                        slide_level.size.width // stored.width,
+                        slide_level.size.height // stored.height,
+                    )
+                    break
+        return zoom
+
+    def stored_tile(self, level: int, column: int, row: int) -> tuple[int, int, int] | None:
+        """``(stored level, column, row)`` when the tile is exactly a stored tile; else None."""
+        match = self.stored.get(level)
+        if match is None or column >= match.whole_columns or row >= match.whole_rows:
+            return None
+        return match.level, column, row
 
     @cached_property
     def level_sizes(self) -> tuple[Size, ...]:

@@ -1,14 +1,16 @@
 """The application factory: ``create_app(settings)`` builds one FastAPI application.
 
-Nothing is created at import time; uvicorn's worker processes call :func:`app_from_env`.
+Nothing is created at import time; ``web.server`` builds one application per worker process.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import PlainTextResponse
 
 from slidebank import __version__
@@ -64,14 +66,35 @@ def create_app(settings: Settings) -> FastAPI:
     pages.install(app)
     docs.install(app)
 
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> PlainTextResponse:
-        """A constant answer: liveness checks, and the HTTP floor of the tile benchmark."""
+    # A plain Starlette route, like the tile routes: liveness checks, and the HTTP floor of
+    # benchmarks/tiles.py (a constant answer through the same stack as tiles).
+    async def healthz(_: Request) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
+    app.add_route("/healthz", healthz, include_in_schema=False)
+    _document(app, tiles.OPENAPI_PATHS)
     return app
 
 
+def _document(app: FastAPI, paths: dict[str, dict[str, Any]]) -> None:
+    """Add hand-written OpenAPI entries for routes FastAPI does not describe itself."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            schema["paths"].update(paths)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def app_from_env() -> FastAPI:
-    """The application configured by ``SLIDEBANK_*`` variables (for uvicorn's workers)."""
+    """The application configured by ``SLIDEBANK_*`` variables, for running under another
+    ASGI server: ``uvicorn --factory slidebank.web.app:app_from_env``."""
     return create_app(Settings.from_env())
