@@ -61,17 +61,17 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.slidebank = state
     problems.install(app)
-    app.include_router(api.router)
-    app.include_router(tiles.router)
-    pages.install(app)
-    docs.install(app)
 
-    # A plain Starlette route, like the tile routes: liveness checks, and the HTTP floor of
-    # benchmarks/tiles.py (a constant answer through the same stack as tiles).
+    # A plain Starlette route, first in the routing table like the tile routes: liveness
+    # checks, and the HTTP floor of benchmarks/tiles.py (a constant answer, same stack).
     async def healthz(_: Request) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
     app.add_route("/healthz", healthz, include_in_schema=False)
+    tiles.install(app)
+    app.include_router(api.router)
+    pages.install(app)
+    docs.install(app)
     _document(app, tiles.OPENAPI_PATHS)
     return app
 
