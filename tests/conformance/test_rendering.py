@@ -81,6 +81,18 @@ def test_stored_tiles_pass_through_byte_for_byte(reader: SlideReader) -> None:
     assert stored is not None and raw is not None and stored.data == raw.data
 
 
+def test_stored_levels_and_halves_of_them_are_cheap(generated_svs_reader: SlideReader) -> None:
+    zoom = DeepZoom.for_slide(generated_svs_reader.info)
+    top = zoom.level_count - 1
+    cheap = [
+        level
+        for level in range(top + 1)
+        if rendering.assembles_from_stored_tiles(generated_svs_reader, zoom.scale(level))
+    ]
+    # Stored levels are 4x apart: each one, and the level at half its resolution.
+    assert cheap[-4:] == [top - 3, top - 2, top - 1, top]
+
+
 def test_an_edge_tile_is_rendered_not_passed_through(generated_svs_reader: SlideReader) -> None:
     zoom = DeepZoom.for_slide(generated_svs_reader.info)
     top = zoom.level_count - 1
@@ -130,3 +142,25 @@ def test_absurd_output_sizes_are_refused(generated_svs_reader: SlideReader) -> N
         render(generated_svs_reader, Region(Point(0, 0), Size(side, side), 1.0))
     with pytest.raises(InvalidInput, match="positive"):
         render(generated_svs_reader, Region(Point(0, 0), Size(0, 10), 1.0))
+
+
+def test_levels_called_cheap_never_read_and_resample(
+    reader: SlideReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the server renders on its event loop must come from stored tiles alone."""
+    zoom = DeepZoom.for_slide(reader.info)
+    cheap = [
+        level
+        for level in range(zoom.level_count)
+        if rendering.assembles_from_stored_tiles(reader, zoom.scale(level))
+    ]
+    if reader.read_raw_tile(0, 0, 0) is None:
+        assert cheap == []
+
+    def refuse(*_: object) -> np.ndarray:
+        raise AssertionError("read-and-resample on a level called cheap")
+
+    monkeypatch.setattr(rendering, "_resampled", refuse)
+    for level in cheap:
+        grid = zoom.grid(level)
+        render(reader, zoom.tile_region(level, grid.width - 1, grid.height - 1))

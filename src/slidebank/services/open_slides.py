@@ -20,6 +20,7 @@ from slidebank.services.repository import Repository
 from slidebank.slides import SlideReader, open_slide
 from slidebank.slides.cache import DecodedTileCache
 from slidebank.tiles.deepzoom import DeepZoom
+from slidebank.tiles.rendering import assembles_from_stored_tiles
 
 
 @dataclass(eq=False)
@@ -31,6 +32,8 @@ class ServedSlide:
     reader: SlideReader
     deepzoom: DeepZoom
     weight: int
+    quick_levels: frozenset[int] = frozenset()
+    """DeepZoom levels whose tiles are stored tiles, whole or DCT-scaled (cheap to render)."""
     users: int = field(default=0, repr=False)
     retired: bool = field(default=False, repr=False)
 
@@ -131,12 +134,23 @@ class OpenSlides:
         reader = open_slide(
             tuple(content / name for name in names), backend=backend, cache=self.decoded
         )
+        try:
+            zoom = DeepZoom.for_slide(reader.info)
+            quick = frozenset(
+                level
+                for level in range(zoom.level_count)
+                if assembles_from_stored_tiles(reader, zoom.scale(level))
+            )
+        except BaseException:
+            reader.close()
+            raise
         return ServedSlide(
             public_id=public_id,
             checksum=checksum,
             reader=reader,
-            deepzoom=DeepZoom.for_slide(reader.info),
+            deepzoom=zoom,
             weight=reader.memory_estimate(),
+            quick_levels=quick,
         )
 
     def _evict(self) -> list[ServedSlide]:

@@ -109,6 +109,30 @@ def render(reader: SlideReader, region: Region) -> np.ndarray:
     return _resampled(reader, region)
 
 
+def assembles_from_stored_tiles(reader: SlideReader, scale: float) -> bool:
+    """Whether regions at ``scale`` are stored JPEG tiles, whole or decoded at 1/2..1/8: a
+    few milliseconds of work at most, cheap enough to do without a thread hand-off."""
+    found = _level_at_factor(reader, scale)
+    if found is None:
+        return False
+    level = reader.info.levels[found[0]]
+    if level.tile_size is None or level.tile_size.width % found[1]:
+        return False
+    # Only a TIFF tile index promises every tile of the grid; DICOM pyramids may be sparse.
+    if reader.stored_tiles(found[0]) is None:
+        return False
+    tile = reader.read_raw_tile(found[0], 0, 0)
+    if tile is None or tile.media_type != "image/jpeg":
+        return False
+    try:
+        width, height, _, _ = simplejpeg.decode_jpeg_header(tile.data)
+    except ValueError:
+        return False
+    # Some files store frames of another size than they declare (a DICOM image smaller than
+    # one tile keeps a frame of the image's size); those take the general path.
+    return (width, height) == tuple(level.tile_size)
+
+
 def _level_at_factor(reader: SlideReader, scale: float) -> tuple[int, int] | None:
     """A level whose downsample times a DCT factor is ``scale``: ``(level, factor)``,
     preferring the coarsest such level (fewest tiles to decode, passthrough when 1)."""
