@@ -414,7 +414,7 @@ def demo(
     _print_outcomes(report)
     _print_slides(rows)
     out.print(f"Repository: {repository.settings.home}")
-    out.print("Next: slidebank show <id>, slidebank list --help, slidebank ingest --help")
+    out.print("Next: slidebank serve (viewer and API), slidebank show <id>, slidebank list --help")
 
 
 @app.command()
