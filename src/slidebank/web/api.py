@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -10,7 +11,8 @@ from starlette.concurrency import run_in_threadpool
 
 from slidebank.catalog.queries import MAX_PAGE, SlideFilter
 from slidebank.services import browsing, serving
-from slidebank.services.serving import RegionQuery
+from slidebank.services.open_slides import ServedSlide
+from slidebank.services.serving import Picture, RegionQuery
 from slidebank.tiles.encoding import image_format
 from slidebank.web.caching import PICTURE_RESPONSES, get_and_head, not_modified, picture_response
 from slidebank.web.state import AppState, app_state
@@ -102,16 +104,10 @@ def show_slide(state: State, slide_id: str) -> dict[str, Any]:
     responses={200: {"content": {"image/jpeg": {}}}},
 )
 async def thumbnail(state: State, request: Request, slide_id: str) -> Response:
-    slide = await state.acquire(slide_id)
-    try:
-        etag = serving.entity_tag(slide, "thumbnail")
-        cached = not_modified(request, etag)
-        if cached is not None:
-            return cached
-        data = await run_in_threadpool(browsing.thumbnail_of, state.repository, slide_id)
-        return picture_response(serving.Picture(data, "image/jpeg"), etag)
-    finally:
-        state.slides.release(slide)
+    def stored(_: ServedSlide) -> Picture:
+        return Picture(browsing.thumbnail_of(state.repository, slide_id), "image/jpeg")
+
+    return await _picture(state, request, slide_id, ("thumbnail",), stored)
 
 
 @get_and_head(
@@ -127,18 +123,12 @@ async def associated(
     name: str,
     format: Annotated[Literal["jpeg", "png", "webp"], Query()] = "jpeg",
 ) -> Response:
-    slide = await state.acquire(slide_id)
-    try:
-        etag = serving.entity_tag(slide, "associated", name, format)
-        cached = not_modified(request, etag)
-        if cached is not None:
-            return cached
-        picture = await run_in_threadpool(
-            serving.associated_image, slide, name, image_format(format), state.options
-        )
-        return picture_response(picture, etag)
-    finally:
-        state.slides.release(slide)
+    fmt = image_format(format)
+
+    def encoded(slide: ServedSlide) -> Picture:
+        return serving.associated_image(slide, name, fmt, state.options)
+
+    return await _picture(state, request, slide_id, ("associated", name, fmt), encoded)
 
 
 @get_and_head(
@@ -167,13 +157,27 @@ async def region(
     The output is `width`×`height` pixels; the parts outside the slide are white. PNG (the
     default) is lossless, for algorithms."""
     query = RegionQuery(x, y, width, height, level, mpp, downsample, image_format(format), quality)
+
+    def rendered(slide: ServedSlide) -> Picture:
+        return serving.region(slide, query, state.options)
+
+    return await _picture(state, request, slide_id, ("region", query), rendered)
+
+
+async def _picture(
+    state: AppState,
+    request: Request,
+    slide_id: str,
+    tag: tuple[object, ...],
+    make: Callable[[ServedSlide], Picture],
+) -> Response:
+    """A picture of a slide: 304 when the client holds it, else made in the thread pool."""
     slide = await state.acquire(slide_id)
     try:
-        etag = serving.entity_tag(slide, "region", query)
+        etag = serving.entity_tag(slide, *tag)
         cached = not_modified(request, etag)
         if cached is not None:
             return cached
-        picture = await run_in_threadpool(serving.region, slide, query, state.options)
-        return picture_response(picture, etag)
+        return picture_response(await run_in_threadpool(make, slide), etag)
     finally:
         state.slides.release(slide)
