@@ -12,6 +12,7 @@ from defusedxml import ElementTree
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from slidebank.web.app import create_app
 from tests.served import ServedRepository
 from tests.web.test_api import assert_problem, stored_reader
 
@@ -189,3 +190,14 @@ def test_whole_slide_at_max_fits_the_limits(client: TestClient, served: ServedRe
     # 8192 × 6144 is 50 Mpx: max shrinks it to the service's 25 Mpx, keeping the shape.
     assert width * height <= 25_000_000 and width * height > 24_000_000
     assert abs(width / height - 8192 / 6144) < 0.01
+
+
+def test_a_different_encoder_quality_changes_the_entity_tag(
+    client: TestClient, served: ServedRepository
+) -> None:
+    url = f"/deepzoom/{served.demo_id}_files/12/0_0.jpeg"  # rendered: re-encoded at the quality
+    lower = served.settings.model_copy(update={"jpeg_quality": 60})
+    with TestClient(create_app(lower)) as other:
+        first, second = client.get(url), other.get(url)
+    assert first.headers["etag"] != second.headers["etag"]
+    assert len(second.content) < len(first.content)

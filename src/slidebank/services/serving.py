@@ -46,11 +46,12 @@ class ServingOptions:
         )
 
 
-def entity_tag(slide: ServedSlide, *request: object) -> str:
-    """A strong ETag for one rendering of one slide's content."""
+def entity_tag(slide: ServedSlide, options: ServingOptions, *request: object) -> str:
+    """A strong ETag for one rendering of one slide's content (with the encoder's quality,
+    which changes the bytes)."""
     detail = "/".join(str(part) for part in request)
     digest = hashlib.blake2b(detail.encode(), digest_size=8).hexdigest()
-    return f'"{slide.checksum[:24]}-{RENDER_VERSION}-{digest}"'
+    return f'"{slide.checksum[:24]}-{RENDER_VERSION}q{options.jpeg_quality}-{digest}"'
 
 
 # DeepZoom
@@ -60,9 +61,12 @@ def dzi(slide: ServedSlide, fmt: ImageFormat) -> str:
     return slide.deepzoom.dzi(fmt)
 
 
-def deepzoom_tag(slide: ServedSlide, level: int, column: int, row: int, fmt: ImageFormat) -> str:
+def deepzoom_tag(
+    slide: ServedSlide, options: ServingOptions, level: int, column: int, row: int, fmt: ImageFormat
+) -> str:
     """The entity tag of a DeepZoom tile, without hashing (this is the hot path)."""
-    return f'"{slide.checksum[:24]}-{RENDER_VERSION}-dz{level}-{column}-{row}-{fmt}"'
+    version = f"{RENDER_VERSION}q{options.jpeg_quality}"
+    return f'"{slide.checksum[:24]}-{version}-dz{level}-{column}-{row}-{fmt}"'
 
 
 def stored_deepzoom_tile(

@@ -174,7 +174,7 @@ async def _picture(
     """A picture of a slide: 304 when the client holds it, else made in the thread pool."""
     slide = await state.acquire(slide_id)
     try:
-        etag = serving.entity_tag(slide, *tag)
+        etag = serving.entity_tag(slide, state.options, *tag)
         cached = not_modified(request, etag)
         if cached is not None:
             return cached

@@ -47,7 +47,7 @@ async def deepzoom_descriptor(request: Request, slide_id: str) -> Response:
     state = _state(request)
     slide = await state.acquire(slide_id)
     try:
-        etag = serving.entity_tag(slide, "dzi")
+        etag = serving.entity_tag(slide, state.options, "dzi")
         cached = not_modified(request, etag)
         if cached is not None:
             return cached
@@ -69,7 +69,7 @@ async def deepzoom_tile(request: Request) -> Response:
     slide = await state.acquire(params["slide_id"])
     try:
         slide.deepzoom.tile_region(level, column, row)  # NotFound outside the pyramid
-        etag = serving.deepzoom_tag(slide, level, column, row, fmt)
+        etag = serving.deepzoom_tag(slide, state.options, level, column, row, fmt)
         cached = not_modified(request, etag)
         if cached is not None:
             return cached
@@ -140,7 +140,7 @@ async def iiif_image(request: Request) -> Response:
             **IIIF_HEADERS,
             "Link": f'<{iiif.PROFILE}>;rel="profile", <{base}/{canonical}>;rel="canonical"',
         }
-        etag = serving.entity_tag(slide, "iiif", canonical)
+        etag = serving.entity_tag(slide, state.options, "iiif", canonical)
         cached = not_modified(request, etag, headers)
         if cached is not None:
             return cached
