@@ -5,7 +5,8 @@ answered on the event loop (one ``pread`` from the page cache, no decoding). Dee
 assembled from a few stored tiles decoded at 1/2..1/8 are rendered on the event loop too:
 about a millisecond, and handing them to the thread pool cost more than it saved (measured
 with benchmarks/tiles.py: 21% fewer tiles/s at concurrency 8, a p99 twice as long at 32).
-Anything larger (IIIF regions, levels read and resampled) goes to the thread pool.
+Anything larger (PNG and WebP encoding, IIIF regions, levels read and resampled) goes to the
+thread pool.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ async def deepzoom_tile(request: Request) -> Response:
         if cached is not None:
             return cached
         picture = serving.stored_deepzoom_tile(slide, level, column, row, fmt)
-        if picture is None and level in slide.quick_levels:
+        if picture is None and fmt == "jpeg" and level in slide.quick_levels:
             picture = serving.deepzoom_tile(slide, level, column, row, fmt, state.options)
         elif picture is None:
             picture = await run_in_threadpool(
