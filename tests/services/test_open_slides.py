@@ -55,6 +55,7 @@ def test_memory_bound_holds(repository: Repository, three_slides: list[str]) -> 
         with slides.using(public_id) as slide:
             assert slide.weight > 0
     assert slides.open_count == 1  # over the budget, only the newest stays
+    assert slides.open_bytes == slide.weight
     slides.close()
 
 
@@ -70,6 +71,15 @@ def test_an_evicted_slide_in_use_keeps_reading_until_released(
     assert image.size == (64, 64)
     slides.release(held)
     slides.close()
+
+
+def test_closing_waits_for_slides_in_use(repository: Repository, three_slides: list[str]) -> None:
+    slides = OpenSlides(repository, max_open=8, max_bytes=1 << 30, decoded_cache_bytes=1 << 20)
+    held = slides.acquire(three_slides[0])
+    slides.close()
+    assert held.retired and slides.open_count == 0
+    assert held.reader.read_region(Point(0, 0), 0, Size(8, 8)).size == (8, 8)
+    slides.release(held)  # the last user closes it
 
 
 def test_concurrent_first_requests_open_the_slide_once(

@@ -115,14 +115,17 @@ class OpenSlides:
         return self._bytes
 
     def close(self) -> None:
+        """Close every open slide; those still in use close on their last release."""
         with self._lock:
-            slides = list(self._slides.values())
+            idle = []
+            for slide in self._slides.values():
+                slide.retired = True
+                if slide.users == 0:
+                    idle.append(slide)
             self._slides.clear()
             self._bytes = 0
-        for slide in slides:
-            slide.retired = True
-            if slide.users == 0:
-                slide.reader.close()
+        for slide in idle:
+            slide.reader.close()
 
     def _open(self, public_id: str) -> ServedSlide:
         with self.repository.catalogue.reading() as session:

@@ -2,9 +2,9 @@
 
 Every answer is immutable (a slide's content is addressed by its checksum), so each carries
 an entity tag made from the checksum and the request; the web layer answers conditional
-requests from the tag alone. Work is split in two: ``stored_*`` methods only pass stored
+requests from the tag alone. Work is split in two: ``stored_*`` functions only pass stored
 bytes through (no decoding, safe to call on the event loop) and return None when the
-request needs rendering, which the other methods do.
+request needs rendering, which the ``rendered_*`` functions then do.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def stored_deepzoom_tile(
     return Picture(tile.data, tile.media_type)
 
 
-def deepzoom_tile(
+def rendered_deepzoom_tile(
     slide: ServedSlide,
     level: int,
     column: int,
@@ -93,11 +93,8 @@ def deepzoom_tile(
     fmt: ImageFormat,
     options: ServingOptions,
 ) -> Picture:
-    region = slide.deepzoom.tile_region(level, column, row)
-    stored = stored_deepzoom_tile(slide, level, column, row, fmt)
-    if stored is not None:
-        return stored
-    pixels = render(slide.reader, region)
+    """The tile decoded, assembled and encoded: for what ``stored_deepzoom_tile`` declined."""
+    pixels = render(slide.reader, slide.deepzoom.tile_region(level, column, row))
     return Picture(encode(pixels, fmt, options.jpeg_quality), MEDIA_TYPES[fmt])
 
 
@@ -133,10 +130,10 @@ def stored_iiif_image(slide: ServedSlide, request: iiif.ImageRequest) -> Picture
     return None if tile is None else Picture(tile.data, tile.media_type)
 
 
-def iiif_image(slide: ServedSlide, request: iiif.ImageRequest, options: ServingOptions) -> Picture:
-    stored = stored_iiif_image(slide, request)
-    if stored is not None:
-        return stored
+def rendered_iiif_image(
+    slide: ServedSlide, request: iiif.ImageRequest, options: ServingOptions
+) -> Picture:
+    """The image rendered: for what ``stored_iiif_image`` declined."""
     pixels = iiif.finish(render(slide.reader, request.render_region()), request)
     return Picture(
         encode(pixels, request.format, options.jpeg_quality), MEDIA_TYPES[request.format]

@@ -61,7 +61,6 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     listener.bind((host, port))
     listener.listen(2048)
-    listener.set_inheritable(True)
     return listener
 
 

@@ -26,15 +26,10 @@ from slidebank.web.caching import (
     not_modified,
     picture_response,
 )
-from slidebank.web.state import AppState
+from slidebank.web.state import app_state
 
 router = APIRouter()
 IIIF_HEADERS = {"Access-Control-Allow-Origin": "*"}
-
-
-def _state(request: Request) -> AppState:
-    state: AppState = request.app.state.slidebank
-    return state
 
 
 @get_and_head(
@@ -45,7 +40,7 @@ def _state(request: Request) -> AppState:
     responses={200: {"content": {"application/xml": {}}}},
 )
 async def deepzoom_descriptor(request: Request, slide_id: str) -> Response:
-    state = _state(request)
+    state = app_state(request)
     slide = await state.acquire(slide_id)
     try:
         etag = serving.entity_tag(slide, state.options, "dzi")
@@ -66,7 +61,7 @@ async def deepzoom_tile(request: Request) -> Response:
     params = request.path_params
     level, column, row = params["level"], params["column"], params["row"]
     fmt = image_format(params["extension"])
-    state = _state(request)
+    state = app_state(request)
     slide = await state.acquire(params["slide_id"])
     try:
         slide.deepzoom.tile_region(level, column, row)  # NotFound outside the pyramid
@@ -76,10 +71,10 @@ async def deepzoom_tile(request: Request) -> Response:
             return cached
         picture = serving.stored_deepzoom_tile(slide, level, column, row, fmt)
         if picture is None and fmt == "jpeg" and level in slide.quick_levels:
-            picture = serving.deepzoom_tile(slide, level, column, row, fmt, state.options)
+            picture = serving.rendered_deepzoom_tile(slide, level, column, row, fmt, state.options)
         elif picture is None:
             picture = await run_in_threadpool(
-                serving.deepzoom_tile, slide, level, column, row, fmt, state.options
+                serving.rendered_deepzoom_tile, slide, level, column, row, fmt, state.options
             )
         return picture_response(picture, etag)
     finally:
@@ -100,7 +95,7 @@ async def iiif_base(request: Request, slide_id: str) -> RedirectResponse:
     name="iiif_info",
 )
 async def iiif_info(request: Request, slide_id: str) -> Response:
-    state = _state(request)
+    state = app_state(request)
     slide = await state.acquire(slide_id)
     try:
         base = str(request.url_for("iiif_base", slide_id=slide_id))
@@ -124,7 +119,7 @@ async def iiif_image(request: Request) -> Response:
     """``/iiif/3/{slide_id}/{region}/{size}/{rotation}/{quality_format}``"""
     params = request.path_params
     slide_id = params["slide_id"]
-    state = _state(request)
+    state = app_state(request)
     slide = await state.acquire(slide_id)
     try:
         wanted = serving.iiif_request(
@@ -147,7 +142,9 @@ async def iiif_image(request: Request) -> Response:
             return cached
         picture = serving.stored_iiif_image(slide, wanted)
         if picture is None:
-            picture = await run_in_threadpool(serving.iiif_image, slide, wanted, state.options)
+            picture = await run_in_threadpool(
+                serving.rendered_iiif_image, slide, wanted, state.options
+            )
         return picture_response(picture, etag, headers)
     finally:
         state.slides.release(slide)
