@@ -64,6 +64,22 @@ install: web-assets
 
 install-dev: web-assets
 
+# The OpenID Connect provider the access tests sign in against: node-oidc-provider from npm,
+# pinned by package-lock.json, into tests/access/oidc_provider/node_modules (git-ignored).
+OIDC_PROVIDER_DIR := tests/access/oidc_provider
+OIDC_PROVIDER := $(OIDC_PROVIDER_DIR)/node_modules/oidc-provider/package.json
+
+.PHONY: test-oidc-provider
+
+$(OIDC_PROVIDER): $(OIDC_PROVIDER_DIR)/package.json $(OIDC_PROVIDER_DIR)/package-lock.json
+	command -v npm >/dev/null || (apt-get update && apt-get install -y npm)
+	npm ci --prefix $(OIDC_PROVIDER_DIR) --no-audit --no-fund
+	touch $@
+
+test-oidc-provider: $(OIDC_PROVIDER)
+
+install-dev: test-oidc-provider
+
 # Chromium from Debian for the browser tests (Playwright drives it; never `playwright install`).
 browser:
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)

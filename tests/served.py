@@ -13,6 +13,7 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
+from slidebank.access.policy import COMMAND_LINE
 from slidebank.catalog.queries import SlideFilter
 from slidebank.config import Settings
 from slidebank.services import browsing, ingesting, samples
@@ -39,8 +40,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> ServedRepository:
         )
         grid = iiif_validator_slide(tmp_path_factory.mktemp("grid") / "iiif-grid.svs")
         ingesting.ingest_paths(repository, [grid], "iiif", None)
-        demo = browsing.list_slides(repository, SlideFilter(dataset="demo"))
-        squares = browsing.list_slides(repository, SlideFilter(dataset="iiif"))
+        demo = browsing.list_slides(repository, COMMAND_LINE, SlideFilter(dataset="demo"))
+        squares = browsing.list_slides(repository, COMMAND_LINE, SlideFilter(dataset="iiif"))
     finally:
         repository.close()
     return ServedRepository(settings, demo[0]["id"], squares[0]["id"])

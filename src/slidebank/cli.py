@@ -21,6 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from slidebank.access.policy import COMMAND_LINE
 from slidebank.errors import SlidebankError
 
 # The heavy libraries (SQLAlchemy, Alembic, OpenSlide, tifffile) are imported inside the
@@ -221,7 +222,7 @@ def list_command(
         offset=offset,
     )
     with _opened(home, database_url) as repository:
-        rows = browsing.list_slides(repository, where)
+        rows = browsing.list_slides(repository, COMMAND_LINE, where)
     if as_json:
         out.print_json(json.dumps(rows))
         return
@@ -266,7 +267,7 @@ def show(
     from slidebank.services import browsing
 
     with _opened(home, database_url) as repository:
-        record = browsing.show_slide(repository, slide)
+        record = browsing.show_slide(repository, COMMAND_LINE, slide)
     if as_json:
         out.print_json(json.dumps(record))
         return
@@ -299,7 +300,7 @@ def thumbnail(
     from slidebank.services import browsing
 
     with _opened(home, database_url) as repository:
-        data = browsing.thumbnail_of(repository, slide)
+        data = browsing.thumbnail_of(repository, COMMAND_LINE, slide)
     target = output or Path(f"{slide}.jpg")
     target.write_bytes(data)
     out.print(f"wrote {target} ({len(data):,} bytes)")
@@ -410,7 +411,7 @@ def demo(
         paths = [slides] if slides else [samples.demo_slides(repository.settings.home)]
         sidecar = None if slides else samples.demo_sidecar(repository.settings.home)
         report = ingesting.ingest_paths(repository, paths, "demo", sidecar)
-        rows = browsing.list_slides(repository, SlideFilter(limit=10_000))
+        rows = browsing.list_slides(repository, COMMAND_LINE, SlideFilter(limit=10_000))
     _print_outcomes(report)
     _print_slides(rows)
     out.print(f"Repository: {repository.settings.home}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ValidationMode = Literal["quick", "full"]
@@ -55,6 +55,18 @@ class Settings(BaseSettings):
     decoded_cache_bytes: int = Field(
         default=64 * 1024 * 1024, ge=0, description="decoded tiles cached, for all slides"
     )
+
+    session_hours: float = Field(
+        default=12.0, gt=0, le=24 * 30, description="how long a browser sign-in lasts"
+    )
+    oidc_issuer: str | None = Field(
+        default=None, description="OpenID Connect provider (issuer URL) for sign-in"
+    )
+    oidc_client_id: str | None = Field(default=None, description="client id at the provider")
+    oidc_client_secret: SecretStr | None = Field(
+        default=None, description="client secret (unset for a public client with PKCE only)"
+    )
+    oidc_label: str = Field(default="OpenID Connect", description="the sign-in button's text")
 
     @field_validator("home")
     @classmethod

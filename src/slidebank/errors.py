@@ -3,6 +3,7 @@
     SlidebankError
     ├── NotFound            (also LookupError)   a slide, dataset or file that is not there
     ├── Forbidden           (also PermissionError) the principal may not do this
+    │   └── SignInRequired                        nobody is signed in, or the credentials are bad
     ├── InvalidInput        (also ValueError)    a value, file or field that is wrong
     │   ├── UnsupportedFormat                     a file that is not a slide Slidebank reads
     │   └── CorruptSlide                          a slide that opens but cannot be read in full
@@ -29,6 +30,10 @@ class NotFound(SlidebankError, LookupError):
 
 class Forbidden(SlidebankError, PermissionError):
     """The principal may not do this."""
+
+
+class SignInRequired(Forbidden):
+    """No one is signed in, or the session or token presented is unknown, expired or revoked."""
 
 
 class InvalidInput(SlidebankError, ValueError):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from slidebank.access.policy import COMMAND_LINE
 from slidebank.catalog.queries import SlideFilter
 from slidebank.errors import InvalidInput
 from slidebank.ingest.pipeline import Outcome
@@ -53,7 +54,9 @@ def test_every_test_slide_is_ingested_with_the_facts_of_its_readme(
     assert "plain TIFF" in _reason_of(report.outcomes, "kidney-stripped.tif")
     assert [Path(p.path).name for p in report.skipped] == ["readme.txt"]
 
-    svs = browsing.show_slide(repository, _id_of(report.outcomes, "CMU-1-Small-Region.svs"))
+    svs = browsing.show_slide(
+        repository, COMMAND_LINE, _id_of(report.outcomes, "CMU-1-Small-Region.svs")
+    )
     image = svs["image"]
     assert (image["format"], image["vendor"]) == ("aperio", "aperio")
     assert (image["width"], image["height"]) == (2220, 2967)
@@ -63,12 +66,14 @@ def test_every_test_slide_is_ingested_with_the_facts_of_its_readme(
     source_sha = hashlib.sha256((slides_dir / "aperio" / "CMU-1-Small-Region.svs").read_bytes())
     assert image["checksum"] == source_sha.hexdigest()
 
-    ndpi = browsing.show_slide(repository, _id_of(report.outcomes, ".ndpi"))["image"]
+    ndpi = browsing.show_slide(repository, COMMAND_LINE, _id_of(report.outcomes, ".ndpi"))["image"]
     assert (ndpi["width"], ndpi["height"], len(ndpi["levels"])) == (3968, 4864, 7)
     assert ndpi["mpp"][0] == pytest.approx(0.228, abs=1e-3)
     assert [a["name"] for a in ndpi["associated_images"]] == ["macro"]
 
-    wg26 = browsing.show_slide(repository, _id_of(report.outcomes, "WG26-BPAEC-partial"))
+    wg26 = browsing.show_slide(
+        repository, COMMAND_LINE, _id_of(report.outcomes, "WG26-BPAEC-partial")
+    )
     assert wg26["image"]["format"] == "dicom"
     assert (wg26["image"]["width"], wg26["image"]["height"]) == (3072, 2304)
     assert len(wg26["image"]["files"]) == 10  # every instance, the label and the map
@@ -82,7 +87,7 @@ def test_stored_content_reopens_and_matches_the_source(
     report = ingest_paths(repository, [folder, slides_dir / "aperio" / "CMU-1-Small-Region.svs"])
     assert [o.status for o in report.outcomes] == ["ingested", "ingested"]
     for outcome in report.outcomes:
-        record = browsing.show_slide(repository, outcome.id or "")
+        record = browsing.show_slide(repository, COMMAND_LINE, outcome.id or "")
         content = repository.store.content_dir(record["image"]["storage_key"])
         files = tuple(content / f["name"] for f in record["image"]["files"])
         with open_slide(files) as reader:
@@ -120,7 +125,7 @@ def test_renamed_dicom_instances_are_still_a_duplicate(
 def test_generated_slide_needs_no_shared_data(repository: Repository, generated_svs: Path) -> None:
     outcome = ingest_paths(repository, [generated_svs], dataset="generated").outcomes[0]
     assert outcome.status == "ingested"
-    rows = browsing.list_slides(repository, SlideFilter(dataset="generated"))
+    rows = browsing.list_slides(repository, COMMAND_LINE, SlideFilter(dataset="generated"))
     assert [(r["width"], r["height"], r["vendor"]) for r in rows] == [(6000, 4000, "aperio")]
 
 
@@ -263,7 +268,7 @@ def test_sidecar_fills_the_hierarchy_and_filters_find_it(
     assert report.unused_sidecar_entries == []
 
     def ids(**where: object) -> set[str]:
-        rows = browsing.list_slides(repository, SlideFilter(**where))  # type: ignore[arg-type]
+        rows = browsing.list_slides(repository, COMMAND_LINE, SlideFilter(**where))  # type: ignore[arg-type]
         return {row["id"] for row in rows}
 
     svs_id, dicom_id = (o.id for o in report.outcomes)
@@ -279,7 +284,7 @@ def test_sidecar_fills_the_hierarchy_and_filters_find_it(
     assert ids(dataset="tox-pilot") == {svs_id, dicom_id}
     assert ids(dataset="other") == set()
 
-    record = browsing.show_slide(repository, svs_id or "")
+    record = browsing.show_slide(repository, COMMAND_LINE, svs_id or "")
     assert record["dataset"]["title"] == "Toxicology pilot"
     assert record["case"]["pseudonym"] == "C1"
     assert record["specimen"]["observations"][0]["meaning"] == "Malignant melanoma of skin"

@@ -208,6 +208,8 @@ class SlideFilter:
     mpp_max: float | None = None
     limit: int = 100
     offset: int = 0
+    # Only these datasets (ids): the ones the asking principal may read; None for all.
+    dataset_ids: frozenset[int] | None = None
 
 
 def list_images(session: Session, where: SlideFilter) -> list[Image]:
@@ -304,6 +306,8 @@ def observations_of_case(session: Session, case: Case) -> list[Observation]:
 
 def _conditions(where: SlideFilter) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
+    if where.dataset_ids is not None:
+        conditions.append(Dataset.id.in_(sorted(where.dataset_ids)))
     if where.dataset:
         conditions.append(Dataset.short_name == where.dataset)
     if where.anatomical_site:
@@ -380,3 +384,24 @@ def observations_of(session: Session, image: Image) -> list[Observation]:
             Observation.case_id == specimen.case.id,
         ]
     return list(session.scalars(select(Observation).where(or_(*subject)).order_by(Observation.id)))
+
+
+def landing_counts(session: Session, dataset: Dataset) -> dict[str, dict[str, int]]:
+    """Slides of a dataset counted by anatomical site, stain and species (its landing page)."""
+    base = (
+        select(func.count(Image.id))
+        .join(Slide, Image.slide_id == Slide.id)
+        .outerjoin(Block, Slide.block_id == Block.id)
+        .outerjoin(Specimen, Block.specimen_id == Specimen.id)
+        .outerjoin(Case, Specimen.case_id == Case.id)
+        .where(Slide.dataset_id == dataset.id)
+    )
+    counts: dict[str, dict[str, int]] = {}
+    for name, column in (
+        ("anatomical_site", Specimen.anatomical_site),
+        ("stain", Slide.stain_compound),
+        ("species", Case.species),
+    ):
+        rows = session.execute(base.add_columns(column).group_by(column).order_by(column))
+        counts[name] = {str(value) if value is not None else "unknown": n for n, value in rows}
+    return counts

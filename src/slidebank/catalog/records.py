@@ -102,6 +102,7 @@ def dataset_record(dataset: Dataset) -> dict[str, Any]:
         "version": dataset.version,
         "licence": dataset.licence,
         "description": dataset.description,
+        "policy": dataset.policy,
     }
 
 

@@ -45,6 +45,9 @@ class Dataset(Base):
     """A published, versioned collection with a licence."""
 
     __tablename__ = "datasets"
+    __table_args__ = (
+        CheckConstraint("policy IN ('open', 'registered', 'controlled')", name="policy_known"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     short_name: Mapped[str] = mapped_column(String(64), unique=True)
@@ -53,6 +56,12 @@ class Dataset(Base):
     licence: Mapped[str | None] = mapped_column(String(128))
     description: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    # Who may read the data (the landing information is public under every policy):
+    # open (anyone), registered (signed in, terms accepted), controlled (approved request).
+    policy: Mapped[str] = mapped_column(String(16), default="open", server_default="open")
+    terms: Mapped[str | None] = mapped_column(Text)
+    # Public ids of the slides the steward shows on the landing page (thumbnails).
+    featured: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
 
     cases: Mapped[list[Case]] = relationship(back_populates="dataset")
 

@@ -1,9 +1,18 @@
-"""Use cases: list, show and count what the catalogue holds."""
+"""Use cases: list, show and count what the catalogue holds, as the asking principal may see it.
+
+Landing information of every dataset is public; everything else goes through the access
+policy (``access.policy.require``) with the dataset it belongs to.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+from sqlalchemy.orm import Session
+
+from slidebank.access.policy import Action, Principal, decide, require
+from slidebank.access.principals import dataset_gates, gate_of
 from slidebank.catalog import queries
 from slidebank.catalog.queries import SlideFilter
 from slidebank.catalog.records import (
@@ -13,54 +22,79 @@ from slidebank.catalog.records import (
     slide_record,
     slide_summary,
 )
+from slidebank.catalog.tables import Image
 from slidebank.errors import NotFound
 from slidebank.services.repository import Repository
 
 
-def list_slides(repository: Repository, where: SlideFilter) -> list[dict[str, Any]]:
+def readable(session: Session, principal: Principal, where: SlideFilter) -> SlideFilter:
+    """``where`` narrowed to the datasets whose slides ``principal`` may see."""
+    allowed = frozenset(
+        gate.id
+        for gate in dataset_gates(session).values()
+        if decide(principal, Action.READ_METADATA, gate).allowed
+    )
+    return dataclasses.replace(where, dataset_ids=allowed)
+
+
+def list_slides(
+    repository: Repository, principal: Principal, where: SlideFilter
+) -> list[dict[str, Any]]:
     with repository.catalogue.reading() as session:
+        where = readable(session, principal, where)
         return [slide_summary(image) for image in queries.list_images(session, where)]
 
 
-def count_slides(repository: Repository, where: SlideFilter) -> int:
+def count_slides(repository: Repository, principal: Principal, where: SlideFilter) -> int:
     with repository.catalogue.reading() as session:
-        return queries.count_images(session, where)
+        return queries.count_images(session, readable(session, principal, where))
 
 
 def show_dataset(repository: Repository, short_name: str) -> dict[str, Any]:
+    """A dataset's landing information: public under every policy."""
     with repository.catalogue.reading() as session:
         dataset = queries.dataset_by_name(session, short_name)
         return {
             **dataset_record(dataset),
+            "id": dataset.id,
+            "terms": dataset.terms,
+            "featured": list(dataset.featured or []),
             "images": queries.count_images(session, SlideFilter(dataset=short_name)),
             "cases": queries.count_cases(session, dataset),
+            "counts": queries.landing_counts(session, dataset),
         }
 
 
 def list_cases(
-    repository: Repository, short_name: str, limit: int, offset: int
+    repository: Repository, principal: Principal, short_name: str, limit: int, offset: int
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of a dataset's cases, and how many there are in all."""
     with repository.catalogue.reading() as session:
         dataset = queries.dataset_by_name(session, short_name)
+        require(principal, Action.READ_METADATA, gate_of(dataset), public=True)
         cases = queries.list_cases(session, dataset, limit, offset)
         return [case_summary(case) for case in cases], queries.count_cases(session, dataset)
 
 
-def show_case(repository: Repository, short_name: str, pseudonym: str) -> dict[str, Any]:
+def show_case(
+    repository: Repository, principal: Principal, short_name: str, pseudonym: str
+) -> dict[str, Any]:
     with repository.catalogue.reading() as session:
         dataset = queries.dataset_by_name(session, short_name)
+        # Refused before the lookup: whether a pseudonym exists is itself case metadata.
+        require(principal, Action.READ_METADATA, gate_of(dataset))
         case = queries.case_by_pseudonym(session, dataset, pseudonym)
         return case_record(case, queries.observations_of_case(session, case))
 
 
-def show_slide(repository: Repository, public_id: str) -> dict[str, Any]:
+def show_slide(repository: Repository, principal: Principal, public_id: str) -> dict[str, Any]:
     with repository.catalogue.reading() as session:
-        image = queries.image_by_public_id(session, public_id)
+        image = _readable_image(session, principal, public_id, Action.READ_METADATA)
         return slide_record(image, queries.observations_of(session, image))
 
 
 def list_datasets(repository: Repository) -> list[dict[str, Any]]:
+    """Every dataset's landing summary (public)."""
     with repository.catalogue.reading() as session:
         return [
             {**dataset_record(dataset), "images": count}
@@ -68,12 +102,28 @@ def list_datasets(repository: Repository) -> list[dict[str, Any]]:
         ]
 
 
-def thumbnail_of(repository: Repository, public_id: str) -> bytes:
-    """The stored JPEG thumbnail of a slide."""
+def thumbnail_of(repository: Repository, principal: Principal, public_id: str) -> bytes:
+    """The stored JPEG thumbnail of a slide: public for the slides a dataset features."""
     with repository.catalogue.reading() as session:
-        key = queries.image_by_public_id(session, public_id).storage_key
+        image = _readable_image(session, principal, public_id, Action.READ_PIXELS, landing=True)
+        key = image.storage_key
     path = repository.store.thumbnail_path(key)
     try:
         return path.read_bytes()
     except FileNotFoundError as exc:
         raise NotFound(f"slide {public_id} has no stored thumbnail") from exc
+
+
+def _readable_image(
+    session: Session, principal: Principal, public_id: str, action: Action, landing: bool = False
+) -> Image:
+    image = queries.image_by_public_id(session, public_id)
+    gate = gate_of(image.slide.dataset)
+    featured = public_id in gate.featured
+    if not (landing and featured):
+        try:
+            require(principal, action, gate, public=featured)
+        except NotFound:
+            # The same answer as for a slide that does not exist.
+            raise NotFound(f"no slide with id {public_id!r}") from None
+    return image

@@ -29,6 +29,7 @@ class ServedSlide:
 
     public_id: str
     checksum: str
+    dataset_id: int
     reader: SlideReader
     deepzoom: DeepZoom
     weight: int
@@ -131,6 +132,7 @@ class OpenSlides:
         with self.repository.catalogue.reading() as session:
             image = queries.image_by_public_id(session, public_id)
             key, checksum = image.storage_key, image.checksum
+            dataset_id = image.slide.dataset_id
             names = [stored["name"] for stored in image.files]
             backend = image.backend
         content = self.repository.store.content_dir(key)
@@ -150,6 +152,7 @@ class OpenSlides:
         return ServedSlide(
             public_id=public_id,
             checksum=checksum,
+            dataset_id=dataset_id,
             reader=reader,
             deepzoom=zoom,
             weight=reader.memory_estimate(),

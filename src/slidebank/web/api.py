@@ -9,16 +9,25 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from slidebank.access.policy import Principal
 from slidebank.catalog.queries import MAX_PAGE, SlideFilter
 from slidebank.services import browsing, serving
 from slidebank.services.open_slides import ServedSlide
 from slidebank.services.serving import Picture, RegionQuery
 from slidebank.tiles.encoding import image_format
-from slidebank.web.caching import PICTURE_RESPONSES, get_and_head, not_modified, picture_response
+from slidebank.web.auth import current_principal
+from slidebank.web.caching import (
+    PICTURE_RESPONSES,
+    cache_headers,
+    get_and_head,
+    not_modified,
+    picture_response,
+)
 from slidebank.web.state import AppState, app_state
 
 router = APIRouter(prefix="/api", tags=["catalogue"])
 State = Annotated[AppState, Depends(app_state)]
+Asker = Annotated[Principal, Depends(current_principal)]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size.")]
 Offset = Annotated[int, Query(ge=0, description="Items to skip.")]
 
@@ -74,27 +83,29 @@ def show_dataset(state: State, name: str) -> dict[str, Any]:
 
 
 @router.get("/datasets/{name}/cases", summary="A dataset's cases, by pseudonym")
-def list_cases(state: State, name: str, limit: Limit = 100, offset: Offset = 0) -> Page:
-    items, total = browsing.list_cases(state.repository, name, limit, offset)
+def list_cases(
+    state: State, asker: Asker, name: str, limit: Limit = 100, offset: Offset = 0
+) -> Page:
+    items, total = browsing.list_cases(state.repository, asker, name, limit, offset)
     return Page(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/datasets/{name}/cases/{pseudonym}", summary="A case with its specimens and slides")
-def show_case(state: State, name: str, pseudonym: str) -> dict[str, Any]:
-    return browsing.show_case(state.repository, name, pseudonym)
+def show_case(state: State, asker: Asker, name: str, pseudonym: str) -> dict[str, Any]:
+    return browsing.show_case(state.repository, asker, name, pseudonym)
 
 
 @router.get("/slides", summary="Slides matching the filters, newest first")
-def list_slides(state: State, filters: Annotated[SlideFilters, Query()]) -> Page:
+def list_slides(state: State, asker: Asker, filters: Annotated[SlideFilters, Query()]) -> Page:
     where = filters.slide_filter()
-    items = browsing.list_slides(state.repository, where)
-    total = browsing.count_slides(state.repository, where)
+    items = browsing.list_slides(state.repository, asker, where)
+    total = browsing.count_slides(state.repository, asker, where)
     return Page(items=items, total=total, limit=where.limit, offset=where.offset)
 
 
 @router.get("/slides/{slide_id}", summary="A slide's full record")
-def show_slide(state: State, slide_id: str) -> dict[str, Any]:
-    return browsing.show_slide(state.repository, slide_id)
+def show_slide(state: State, asker: Asker, slide_id: str) -> dict[str, Any]:
+    return browsing.show_slide(state.repository, asker, slide_id)
 
 
 @get_and_head(
@@ -103,11 +114,13 @@ def show_slide(state: State, slide_id: str) -> dict[str, Any]:
     summary="The slide's stored JPEG thumbnail",
     responses={200: {"content": {"image/jpeg": {}}}},
 )
-async def thumbnail(state: State, request: Request, slide_id: str) -> Response:
-    def stored(_: ServedSlide) -> Picture:
-        return Picture(browsing.thumbnail_of(state.repository, slide_id), "image/jpeg")
+async def thumbnail(state: State, asker: Asker, request: Request, slide_id: str) -> Response:
+    """Public for the slides a dataset features on its landing page."""
 
-    return await _picture(state, request, slide_id, ("thumbnail",), stored)
+    def stored(_: ServedSlide) -> Picture:
+        return Picture(browsing.thumbnail_of(state.repository, asker, slide_id), "image/jpeg")
+
+    return await _picture(state, request, slide_id, ("thumbnail",), stored, landing=True)
 
 
 @get_and_head(
@@ -170,14 +183,16 @@ async def _picture(
     slide_id: str,
     tag: tuple[object, ...],
     make: Callable[[ServedSlide], Picture],
+    landing: bool = False,
 ) -> Response:
     """A picture of a slide: 304 when the client holds it, else made in the thread pool."""
-    slide = await state.acquire(slide_id)
+    slide = await state.acquire(request, slide_id, landing=landing)
     try:
         etag = serving.entity_tag(slide, state.options, *tag)
-        cached = not_modified(request, etag)
+        headers = cache_headers(request)
+        cached = not_modified(request, etag, headers)
         if cached is not None:
             return cached
-        return picture_response(await run_in_threadpool(make, slide), etag)
+        return picture_response(await run_in_threadpool(make, slide), etag, headers)
     finally:
         state.slides.release(slide)

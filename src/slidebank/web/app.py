@@ -5,6 +5,8 @@ Nothing is created at import time; ``web.server`` builds one application per wor
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,14 +14,19 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import PlainTextResponse
+from starlette.concurrency import run_in_threadpool
 
 from slidebank import __version__
 from slidebank.config import Settings
+from slidebank.services import accounts
 from slidebank.services.open_slides import OpenSlides
 from slidebank.services.repository import open_repository
 from slidebank.services.serving import ServingOptions
-from slidebank.web import api, docs, pages, problems, tiles
+from slidebank.web import access_api, account_pages, api, docs, pages, problems, tiles
 from slidebank.web.state import AppState
+
+READ_FLUSH_S = 10.0
+log = logging.getLogger("slidebank.web")
 
 DESCRIPTION = """\
 Slidebank's HTTP API: datasets, cases and slides of the catalogue; thumbnails, associated
@@ -48,8 +55,12 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        state.close()
+        flusher = asyncio.create_task(_flush_reads_forever(state))
+        try:
+            yield
+        finally:
+            flusher.cancel()
+            state.close()
 
     app = FastAPI(
         title="Slidebank",
@@ -70,10 +81,22 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_route("/healthz", healthz, include_in_schema=False)
     tiles.install(app)
     app.include_router(api.router)
+    app.include_router(access_api.router)
     pages.install(app)
+    account_pages.install(app)
     docs.install(app)
     _document(app, tiles.OPENAPI_PATHS)
     return app
+
+
+async def _flush_reads_forever(state: AppState) -> None:
+    """Write the tallied reads of finished minutes to the audit trail, every few seconds."""
+    while True:
+        await asyncio.sleep(READ_FLUSH_S)
+        try:
+            await run_in_threadpool(accounts.flush_reads, state.repository, state.reads)
+        except Exception:  # kept in the tally and retried; a failing catalogue is logged
+            log.exception("writing data reads to the audit trail failed; will retry")
 
 
 def _document(app: FastAPI, paths: dict[str, dict[str, Any]]) -> None:

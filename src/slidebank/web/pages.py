@@ -15,19 +15,23 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from slidebank.access.policy import Principal
 from slidebank.catalog.queries import MAX_PAGE, SlideFilter
-from slidebank.errors import InvalidInput, NotFound
+from slidebank.errors import Forbidden, InvalidInput, NotFound
 from slidebank.services import browsing
+from slidebank.web.auth import current_principal
 from slidebank.web.state import AppState
+
+Asker = Annotated[Principal, Depends(current_principal)]
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES_DIR = HERE / "templates"
@@ -173,7 +177,7 @@ def parse_slide_query(params: dict[str, str]) -> SlideQuery:
         errors["mpp_max"] = "must not be below the minimum"
     limit = _integer(params.get("limit", ""), "limit", PAGE_SIZE, 1, MAX_PAGE_SIZE, errors)
     offset = _integer(params.get("offset", ""), "offset", 0, 0, MAX_PAGE * 1000, errors)
-    text = {attribute: values[name] or None for name, attribute, _ in TEXT_FILTERS}
+    text: dict[str, Any] = {attribute: values[name] or None for name, attribute, _ in TEXT_FILTERS}
     where = SlideFilter(
         dataset=values["dataset"] or None,
         mpp_min=mpp_min,
@@ -183,6 +187,24 @@ def parse_slide_query(params: dict[str, str]) -> SlideQuery:
         **text,
     )
     return SlideQuery(values=values, where=where, errors=errors)
+
+
+def render_page(
+    templates: Jinja2Templates,
+    request: Request,
+    name: str,
+    context: dict[str, Any],
+    status_code: int = 200,
+) -> Response:
+    """A page with the security headers, knowing who is signed in (for the top bar and the
+    CSRF token of its forms)."""
+    found = getattr(request.state, "credential", None)
+    context = {
+        "asker": found.principal if found else None,
+        "csrf_token": found.csrf_token if found else None,
+        **context,
+    }
+    return _secured(templates.TemplateResponse(request, name, context, status_code=status_code))
 
 
 def _state(request: Request) -> AppState:
@@ -209,13 +231,13 @@ def install(app: FastAPI) -> None:
     def render(
         request: Request, name: str, context: dict[str, Any], status_code: int = 200
     ) -> Response:
-        return _secured(templates.TemplateResponse(request, name, context, status_code=status_code))
+        return render_page(templates, request, name, context, status_code)
 
     def not_found(request: Request, message: str) -> Response:
         return render(request, "404.html", {"title": "Not found", "message": message}, 404)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def datasets_page(request: Request) -> Response:
+    def datasets_page(request: Request, asker: Asker) -> Response:
         datasets = browsing.list_datasets(_state(request).repository)
         return render(
             request,
@@ -224,7 +246,7 @@ def install(app: FastAPI) -> None:
         )
 
     @app.get("/slides", response_class=HTMLResponse, include_in_schema=False)
-    def slides_page(request: Request) -> Response:
+    def slides_page(request: Request, asker: Asker) -> Response:
         repository = _state(request).repository
         query = parse_slide_query(dict(request.query_params))
         datasets = browsing.list_datasets(repository)
@@ -232,8 +254,8 @@ def install(app: FastAPI) -> None:
         total = 0
         if not query.errors:
             try:
-                slides = browsing.list_slides(repository, query.where)
-                total = browsing.count_slides(repository, query.where)
+                slides = browsing.list_slides(repository, asker, query.where)
+                total = browsing.count_slides(repository, asker, query.where)
             except InvalidInput as exc:
                 query.errors["query"] = str(exc)
         for slide in slides:
@@ -254,11 +276,13 @@ def install(app: FastAPI) -> None:
         return render(request, "slides.html", context, 400 if query.errors else 200)
 
     @app.get("/slides/{public_id}", response_class=HTMLResponse, include_in_schema=False)
-    def slide_page(request: Request, public_id: str) -> Response:
+    def slide_page(request: Request, asker: Asker, public_id: str) -> Response:
         try:
-            record = browsing.show_slide(_state(request).repository, public_id)
+            record = browsing.show_slide(_state(request).repository, asker, public_id)
         except NotFound:
             return not_found(request, f"There is no slide with id “{public_id}”.")
+        except Forbidden as exc:
+            return render(request, "404.html", {"title": "Not allowed", "message": str(exc)}, 403)
         image = record["image"]
         mpp = image["mpp"]
         viewer = {

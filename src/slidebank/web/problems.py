@@ -20,6 +20,7 @@ from slidebank.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    SignInRequired,
     SlidebankError,
     StorageError,
     UnsupportedFormat,
@@ -35,6 +36,7 @@ KINDS: list[tuple[type[SlidebankError], int, str, str]] = [
     (UnsupportedFormat, 415, "unsupported-format", "Unsupported format"),
     (InvalidInput, 400, "invalid-request", "Invalid request"),
     (NotFound, 404, "not-found", "Not found"),
+    (SignInRequired, 401, "sign-in-required", "Sign-in required"),
     (Forbidden, 403, "forbidden", "Forbidden"),
     (Conflict, 409, "conflict", "Conflict"),
     (StorageError, 500, "storage-error", "Storage failure"),
@@ -66,7 +68,10 @@ def install(app: FastAPI) -> None:
         )
         if status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc)
-        return problem(status, slug, title, str(exc), request.url.path)
+        response = problem(status, slug, title, str(exc), request.url.path)
+        if status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="slidebank"'
+        return response
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

@@ -1,16 +1,27 @@
-"""What a running application holds: the repository, open slides and serving options."""
+"""What a running application holds: the repository, open slides, serving options, and the
+caches and tallies of access control."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
+from slidebank.access.audit import ReadTally
+from slidebank.access.policy import Action, DatasetGate, DatasetPolicy, require
 from slidebank.config import Settings
+from slidebank.errors import NotFound
+from slidebank.services import accounts
 from slidebank.services.open_slides import OpenSlides, ServedSlide
 from slidebank.services.repository import Repository
 from slidebank.services.serving import ServingOptions
+from slidebank.web.auth import CredentialCache, client_address, credential
+
+# How long a dataset's policy and featured slides are cached: a steward's change reaches
+# every worker within this time.
+GATES_TTL_S = 2.0
 
 
 @dataclass
@@ -19,15 +30,57 @@ class AppState:
     repository: Repository
     slides: OpenSlides
     options: ServingOptions
+    credentials: CredentialCache = field(default_factory=CredentialCache)
+    reads: ReadTally = field(default_factory=ReadTally)
+    _gates: dict[int, DatasetGate] = field(default_factory=dict)
+    _gates_until: float = 0.0
 
-    async def acquire(self, public_id: str) -> ServedSlide:
-        """The open slide, without leaving the event loop when it is already open."""
+    async def gate(self, dataset_id: int) -> DatasetGate:
+        if time.monotonic() >= self._gates_until:
+            self._gates = await run_in_threadpool(accounts.gates, self.repository)
+            self._gates_until = time.monotonic() + GATES_TTL_S
+        gate = self._gates.get(dataset_id)
+        if gate is None:
+            raise NotFound(f"no dataset {dataset_id}")
+        return gate
+
+    def forget_gates(self) -> None:
+        self._gates_until = 0.0
+
+    async def acquire(
+        self,
+        request: Request,
+        public_id: str,
+        action: Action = Action.READ_PIXELS,
+        landing: bool = False,
+    ) -> ServedSlide:
+        """The open slide, if the request's principal may do ``action`` on it (the policy
+        decides; ``landing``: what a dataset's landing page shows of the slides it features
+        is public); the read is tallied for the audit trail. Release it after use."""
+        principal = (await credential(request)).principal
         slide = self.slides.cached(public_id)
         if slide is None:
             slide = await run_in_threadpool(self.slides.acquire, public_id)
+        try:
+            gate = await self.gate(slide.dataset_id)
+            featured = public_id in gate.featured
+            try:
+                if not (landing and featured):
+                    require(principal, action, gate, public=featured)
+            except NotFound:
+                # The same answer as for a slide that does not exist.
+                raise NotFound(f"no slide with id {public_id!r}") from None
+        except BaseException:
+            self.slides.release(slide)
+            raise
+        request.state.open_data = gate.policy is DatasetPolicy.OPEN
+        self.reads.add(
+            principal, action.value, slide.dataset_id, public_id, client_address(request)
+        )
         return slide
 
     def close(self) -> None:
+        accounts.flush_reads(self.repository, self.reads, everything=True)
         self.slides.close()
         self.repository.close()
 

@@ -17,11 +17,12 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
+from slidebank.access.policy import Action
 from slidebank.services import serving
 from slidebank.tiles import iiif
 from slidebank.tiles.encoding import image_format
 from slidebank.web.caching import (
-    IMMUTABLE,
+    cache_headers,
     get_and_head,
     not_modified,
     picture_response,
@@ -41,16 +42,16 @@ IIIF_HEADERS = {"Access-Control-Allow-Origin": "*"}
 )
 async def deepzoom_descriptor(request: Request, slide_id: str) -> Response:
     state = app_state(request)
-    slide = await state.acquire(slide_id)
+    slide = await state.acquire(request, slide_id, Action.READ_METADATA)
     try:
         etag = serving.entity_tag(slide, state.options, "dzi")
-        cached = not_modified(request, etag)
+        cached = not_modified(request, etag, cache_headers(request))
         if cached is not None:
             return cached
         return Response(
             serving.dzi(slide, "jpeg"),
             media_type="application/xml",
-            headers={"ETag": etag, "Cache-Control": IMMUTABLE},
+            headers={"ETag": etag, **cache_headers(request)},
         )
     finally:
         state.slides.release(slide)
@@ -62,11 +63,12 @@ async def deepzoom_tile(request: Request) -> Response:
     level, column, row = params["level"], params["column"], params["row"]
     fmt = image_format(params["extension"])
     state = app_state(request)
-    slide = await state.acquire(params["slide_id"])
+    slide = await state.acquire(request, params["slide_id"])
     try:
         slide.deepzoom.tile_region(level, column, row)  # NotFound outside the pyramid
         etag = serving.deepzoom_tag(slide, state.options, level, column, row, fmt)
-        cached = not_modified(request, etag)
+        headers = cache_headers(request)
+        cached = not_modified(request, etag, headers)
         if cached is not None:
             return cached
         picture = serving.stored_deepzoom_tile(slide, level, column, row, fmt)
@@ -76,7 +78,7 @@ async def deepzoom_tile(request: Request) -> Response:
             picture = await run_in_threadpool(
                 serving.rendered_deepzoom_tile, slide, level, column, row, fmt, state.options
             )
-        return picture_response(picture, etag)
+        return picture_response(picture, etag, headers)
     finally:
         state.slides.release(slide)
 
@@ -96,7 +98,7 @@ async def iiif_base(request: Request, slide_id: str) -> RedirectResponse:
 )
 async def iiif_info(request: Request, slide_id: str) -> Response:
     state = app_state(request)
-    slide = await state.acquire(slide_id)
+    slide = await state.acquire(request, slide_id, Action.READ_METADATA)
     try:
         base = str(request.url_for("iiif_base", slide_id=slide_id))
         document = serving.iiif_info(slide, base, state.options)
@@ -120,7 +122,7 @@ async def iiif_image(request: Request) -> Response:
     params = request.path_params
     slide_id = params["slide_id"]
     state = app_state(request)
-    slide = await state.acquire(slide_id)
+    slide = await state.acquire(request, slide_id)
     try:
         wanted = serving.iiif_request(
             slide,
@@ -134,6 +136,7 @@ async def iiif_image(request: Request) -> Response:
         canonical = wanted.canonical(slide.reader.info.dimensions)
         headers = {
             **IIIF_HEADERS,
+            **cache_headers(request),
             "Link": f'<{iiif.PROFILE}>;rel="profile", <{base}/{canonical}>;rel="canonical"',
         }
         etag = serving.entity_tag(slide, state.options, "iiif", canonical)

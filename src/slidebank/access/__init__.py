@@ -1,0 +1,1 @@
+"""Accounts, sign-in, tokens, the access policy and the audit trail."""
