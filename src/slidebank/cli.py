@@ -443,6 +443,212 @@ def serve(
     run(settings, host, port, workers, access_log)
 
 
+# Accounts, access and audit
+
+user_app = typer.Typer(help="Accounts: add users.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens for scripts and notebooks.", no_args_is_help=True)
+dataset_app = typer.Typer(
+    help="Dataset access: policy, terms, featured slides, roles.", no_args_is_help=True
+)
+audit_app = typer.Typer(help="The audit trail: verify the chain, export.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+app.add_typer(token_app, name="token")
+app.add_typer(dataset_app, name="dataset")
+app.add_typer(audit_app, name="audit")
+
+
+@user_app.command("add")
+def user_add(
+    name: Annotated[str, typer.Argument(help="User name (lower case, digits, . _ -).")],
+    admin: Annotated[bool, typer.Option("--admin", help="Make a site administrator.")] = False,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+    email: Annotated[str | None, typer.Option(help="E-mail address.")] = None,
+    json_output: JsonOption = False,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Add a local user with an argon2id-hashed password (asked for unless --password-stdin;
+    without a password the user can only sign in through OpenID Connect or tokens)."""
+    from slidebank.services import accounts
+
+    if password_stdin:
+        password: str | None = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = None
+    with _opened(home, database_url) as repository:
+        try:
+            record = accounts.add_user(repository, COMMAND_LINE, name, password, admin, email)
+        except SlidebankError as exc:
+            raise _fail(exc) from exc
+    if json_output:
+        out.print_json(data=record)
+    else:
+        out.print(f"Added user {name}{' (site administrator)' if admin else ''}")
+
+
+@token_app.command("create")
+def token_create(
+    user: Annotated[str, typer.Argument(help="User the token acts as.")],
+    scope: Annotated[str, typer.Option(help="read, write or admin.")] = "read",
+    expires: Annotated[int, typer.Option(help="Days until it expires (1-366).")] = 90,
+    label: Annotated[str | None, typer.Option(help="What the token is for.")] = None,
+    json_output: JsonOption = False,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Create an API token (printed once; only its hash is kept). Send it as
+    `Authorization: Bearer <token>`."""
+    from slidebank.access.accounts import token_record
+    from slidebank.services import accounts
+
+    with _opened(home, database_url) as repository:
+        try:
+            new = accounts.create_token(repository, COMMAND_LINE, user, scope, expires, label)
+        except SlidebankError as exc:
+            raise _fail(exc) from exc
+    if json_output:
+        out.print_json(data={"token": new.token, "user": user, **token_record(new.row)})
+    else:
+        out.print(new.token)
+        err.print(f"Token {new.row.key} for {user}, scope {scope}, expires in {expires} days.")
+
+
+@dataset_app.command("policy")
+def dataset_policy(
+    name: Annotated[str, typer.Argument(help="Dataset short name.")],
+    policy: Annotated[str, typer.Argument(help="open, registered or controlled.")],
+    terms_file: Annotated[
+        Path | None, typer.Option(help="Terms of use (text) users accept.", exists=True)
+    ] = None,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Set who may read a dataset's data: open (anyone), registered (signed in, terms
+    accepted) or controlled (approved access request)."""
+    from slidebank.services import accounts
+
+    with _opened(home, database_url) as repository:
+        try:
+            accounts.set_policy(repository, COMMAND_LINE, name, policy)
+            if terms_file is not None:
+                accounts.set_terms(
+                    repository, COMMAND_LINE, name, terms_file.read_text(encoding="utf-8")
+                )
+        except SlidebankError as exc:
+            raise _fail(exc) from exc
+    out.print(f"Dataset {name} is {policy}")
+
+
+@dataset_app.command("role")
+def dataset_role(
+    name: Annotated[str, typer.Argument(help="Dataset short name.")],
+    user: Annotated[str, typer.Argument(help="User name.")],
+    role: Annotated[str, typer.Argument(help="steward, committee, annotator or viewer.")],
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Give a user a role in a dataset."""
+    from slidebank.services import accounts
+
+    with _opened(home, database_url) as repository:
+        try:
+            accounts.add_role(repository, COMMAND_LINE, name, user, role)
+        except SlidebankError as exc:
+            raise _fail(exc) from exc
+    out.print(f"{user} is {role} of {name}")
+
+
+@dataset_app.command("feature")
+def dataset_feature(
+    name: Annotated[str, typer.Argument(help="Dataset short name.")],
+    slides: Annotated[list[str], typer.Argument(help="Slide ids shown on the landing page.")],
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Choose the slides whose thumbnails the dataset's public landing page shows."""
+    from slidebank.services import accounts
+
+    with _opened(home, database_url) as repository:
+        try:
+            accounts.set_featured(repository, COMMAND_LINE, name, slides)
+        except SlidebankError as exc:
+            raise _fail(exc) from exc
+    out.print(f"{name} features {len(slides)} slide(s)")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    expect_head: Annotated[
+        str | None,
+        typer.Option(help="SEQ:HASH of a head recorded earlier, which must still be there."),
+    ] = None,
+    json_output: JsonOption = False,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Recompute the audit trail's hash chain; exit 1 if any row was edited or deleted."""
+    from slidebank.services import accounts
+
+    expected = None
+    if expect_head:
+        seq, _, digest = expect_head.partition(":")
+        if not seq.isdigit() or len(digest) != 64:
+            raise _fail(SlidebankError(f"--expect-head: SEQ:HASH, got {expect_head!r}"))
+        expected = (int(seq), digest)
+    with _opened(home, database_url) as repository:
+        result = accounts.verify_audit(repository, expected)
+    if json_output:
+        out.print_json(
+            data={
+                "intact": result.intact,
+                "rows": result.rows,
+                "head": f"{result.head_seq}:{result.head_hash}",
+                "findings": [{"seq": f.seq, "problem": f.problem} for f in result.findings],
+            }
+        )
+    else:
+        for finding in result.findings:
+            err.print(f"[red]row {finding.seq}:[/red] {finding.problem}")
+        verdict = "intact" if result.intact else "[red]BROKEN[/red]"
+        out.print(
+            f"Audit trail {verdict}: {result.rows} rows; head {result.head_seq}:{result.head_hash}"
+        )
+    if not result.intact:
+        raise typer.Exit(1)
+
+
+@audit_app.command("export")
+def audit_export(
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset's events.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Newest events to export.")] = 100_000,
+    fmt: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Print the audit trail, newest first, as CSV or JSON."""
+    import csv
+
+    from slidebank.services import accounts
+
+    with _opened(home, database_url) as repository:
+        try:
+            rows = accounts.audit_events(repository, COMMAND_LINE, dataset, limit, 0)
+        except SlidebankError as exc:
+            raise _fail(exc) from exc
+    if fmt == "json":
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    writer = csv.writer(sys.stdout)
+    columns = ["seq", "at", "actor", "action", "dataset_id", "target", "address", "count", "hash"]
+    writer.writerow([*columns, "detail"])
+    for row in rows:
+        writer.writerow([row[c] for c in columns] + [json.dumps(row["detail"])])
+
+
 def main() -> None:
     try:
         app()

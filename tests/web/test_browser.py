@@ -233,6 +233,9 @@ def test_the_slide_browser_and_dataset_list_load_cleanly(
     page.goto(f"{live_server}/")
     page.get_by_role("link", name="Slidebank demo").click()
     page.wait_for_load_state("networkidle")
+    assert page.url.endswith("/datasets/demo")  # the dataset's landing page
+    page.get_by_role("link", name="Browse the slides").click()
+    page.wait_for_load_state("networkidle")
     assert "dataset=demo" in page.url
 
     thumbnail = page.locator(f'img[src="/api/slides/{served.demo_id}/thumbnail"]')

@@ -99,6 +99,7 @@ def request_access(
 
 def request_by_id(session: Session, principal: Principal, request_id: int) -> AccessRequest:
     """A request its author, the dataset's committee or an admin may see; 404 otherwise."""
+    require(principal, Action.USE_ACCOUNT)
     row = session.get(AccessRequest, request_id)
     if row is None or not (
         row.user_id == principal.user_id
@@ -192,6 +193,7 @@ def decide_request(
 def revoke_grant(
     session: Session, principal: Principal, grant_id: int, reason: str, address: str | None = None
 ) -> Grant:
+    require(principal, Action.USE_ACCOUNT)
     grant = session.get(Grant, grant_id)
     if (
         grant is None

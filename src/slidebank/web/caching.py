@@ -11,8 +11,10 @@ from slidebank.services.serving import Picture
 
 # Content is addressed by checksum, so a response never changes: caches may keep it a year.
 IMMUTABLE = "public, max-age=31536000, immutable"
-# Pictures of datasets that are not open: the browser may keep them, shared caches may not.
-PRIVATE_IMMUTABLE = "private, max-age=31536000, immutable"
+# Pictures of datasets that are not open: shared caches may not keep them, and the browser
+# only for a while: after that it asks again (If-None-Match), and the policy decides again,
+# so a revoked grant also ends what a browser may show from its cache.
+PRIVATE_CACHE = "private, max-age=600"
 # OpenAPI: what an image route answers.
 PICTURE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}
@@ -62,4 +64,4 @@ def cache_headers(request: Request) -> dict[str, str]:
     """Cache-Control for a picture of the slide this request acquired: public only when its
     dataset is open (``AppState.acquire`` records that on the request)."""
     shared = getattr(request.state, "open_data", False)
-    return {"Cache-Control": IMMUTABLE if shared else PRIVATE_IMMUTABLE}
+    return {"Cache-Control": IMMUTABLE if shared else PRIVATE_CACHE}

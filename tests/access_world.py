@@ -1,0 +1,114 @@
+"""A repository where every kind of principal exists, for the access tests: one dataset
+("demo", the demo slide with its case), and users who are anonymous, signed in without a
+grant, grant holders, holders of an expired or a revoked grant, annotator, steward,
+committee member and site admin, each with a bearer token."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import update
+
+from slidebank.access.policy import COMMAND_LINE
+from slidebank.access.requests import RequestForm
+from slidebank.catalog.access_tables import Grant
+from slidebank.catalog.queries import SlideFilter
+from slidebank.config import Settings
+from slidebank.services import accounts, browsing, ingesting, samples
+from slidebank.services.repository import open_repository
+
+PASSWORD = "a long enough password"
+DATASET = "demo"
+PERSONAS = (
+    "anonymous",
+    "plain",
+    "holder",
+    "expired",
+    "revoked",
+    "annotator",
+    "steward",
+    "committee",
+    "admin",
+)
+ROLES = {"annotator": "annotator", "steward": "steward", "committee": "committee"}
+
+
+@dataclass
+class World:
+    settings: Settings
+    slide_id: str
+    pseudonym: str
+    associated: str
+    tokens: dict[str, str] = field(default_factory=dict)  # persona → bearer token
+    spare_keys: dict[str, str] = field(default_factory=dict)  # persona → revocable token key
+    request_ids: dict[str, int] = field(default_factory=dict)
+    grant_ids: dict[str, int] = field(default_factory=dict)
+    user_ids: dict[str, int] = field(default_factory=dict)
+
+
+def build_world(home: Path, database_url: str | None) -> World:
+    settings = Settings(home=home, database_url=database_url)
+    repository = open_repository(settings)
+    try:
+        ingesting.ingest_paths(
+            repository, [samples.demo_slides(home)], DATASET, samples.demo_sidecar(home)
+        )
+        slide = browsing.list_slides(repository, COMMAND_LINE, SlideFilter(dataset=DATASET))[0]
+        record = browsing.show_slide(repository, COMMAND_LINE, slide["id"])
+        associated = record["image"]["associated_images"][0]["name"]
+        world = World(settings, slide["id"], record["case"]["pseudonym"], associated)
+        for persona in PERSONAS[1:]:
+            accounts.add_user(repository, COMMAND_LINE, persona, PASSWORD, persona == "admin")
+            world.user_ids[persona] = accounts.principal_for_user(repository, persona).user_id or 0
+            scope = "admin" if persona == "admin" else "write"
+            world.tokens[persona] = accounts.create_token(
+                repository, COMMAND_LINE, persona, scope, 30
+            ).token
+            world.spare_keys[persona] = accounts.create_token(
+                repository, COMMAND_LINE, persona, "read", 30, "spare"
+            ).row.key
+            if persona in ROLES:
+                accounts.add_role(repository, COMMAND_LINE, DATASET, persona, ROLES[persona])
+        # Requests need a controlled dataset; the tests set the policy they want afterwards.
+        accounts.set_policy(repository, COMMAND_LINE, DATASET, "controlled")
+        committee = accounts.principal_for_user(repository, "committee")
+        for persona in ("holder", "expired", "revoked", "plain"):
+            asker = accounts.principal_for_user(repository, persona)
+            form = RequestForm("Project " + persona, "Training a model", "Somewhere", 30, True)
+            made = accounts.request_access(repository, asker, DATASET, form, "127.0.0.1")
+            world.request_ids[persona] = made["id"]
+            if persona == "plain":
+                continue  # stays pending
+            decided = accounts.decide_request(
+                repository, committee, made["id"], True, None, None, "127.0.0.1"
+            )
+            world.grant_ids[persona] = decided["grant"]["id"]
+        accounts.revoke_grant(
+            repository, committee, world.grant_ids["revoked"], "project ended", "127.0.0.1"
+        )
+        with repository.catalogue.transaction() as session:
+            session.execute(
+                update(Grant)
+                .where(Grant.id == world.grant_ids["expired"])
+                .values(ends_at=datetime.now(UTC) - timedelta(days=1))
+            )
+        # The grant holder has also accepted the terms (what registered datasets ask).
+        accounts.accept_terms(
+            repository, accounts.principal_for_user(repository, "holder"), DATASET
+        )
+        return world
+    finally:
+        repository.close()
+
+
+def can_read_data(persona: str, policy: str) -> bool:
+    """The expected answer, written independently of ``access.policy``: every role in the
+    dataset and site admins read; otherwise open data is for anyone, registered data for
+    those who accepted the terms, controlled data for holders of a live grant."""
+    if persona in ("admin", "steward", "committee", "annotator"):
+        return True
+    if policy == "open":
+        return True
+    return persona == "holder"
