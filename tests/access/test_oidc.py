@@ -40,6 +40,8 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 # Nothing listens here: the browser stops at the redirect and the test reads its Location.
 REDIRECT_URI = "http://127.0.0.1:9/slidebank/oidc/callback"
+# The web application's callback under fastapi's TestClient (tests/access/test_oidc_sign_in.py).
+WEB_CALLBACK = "http://testserver/auth/oidc/callback"
 CLIENT_SECRET = secrets.token_urlsafe(24)
 CONFIDENTIAL = "slidebank-confidential"
 PUBLIC = "slidebank-public"
@@ -69,7 +71,7 @@ def issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             cwd=PROVIDER_DIR,
             env={
                 **os.environ,
-                "OIDC_REDIRECT_URIS": REDIRECT_URI,
+                "OIDC_REDIRECT_URIS": f"{REDIRECT_URI} {WEB_CALLBACK}",
                 "OIDC_CLIENT_SECRET": CLIENT_SECRET,
             },
             stdin=subprocess.DEVNULL,
@@ -146,7 +148,12 @@ class _Page(HTMLParser):
             self.links.append(attributes["href"])
 
 
-def browse(authorization_url: str, login: str = "alice", cancel: bool = False) -> dict[str, str]:
+def browse(
+    authorization_url: str,
+    login: str = "alice",
+    cancel: bool = False,
+    redirect_uri: str = REDIRECT_URI,
+) -> dict[str, str]:
     """Play the browser from the authorization URL to the redirect back; returns its query.
 
     Signs in with ``login`` (the development interactions take any name, and any password) and
@@ -157,7 +164,7 @@ def browse(authorization_url: str, login: str = "alice", cancel: bool = False) -
         for _ in range(12):
             if response.is_redirect:
                 target = response.url.join(response.headers["Location"])
-                if str(target).startswith(REDIRECT_URI):
+                if str(target).startswith(redirect_uri):
                     return dict(target.params)
                 response = browser.get(target)
                 continue

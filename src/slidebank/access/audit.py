@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from slidebank.access.clock import aware, now
 from slidebank.access.policy import Principal
 from slidebank.catalog.access_tables import AuditEvent, AuditHead
+from slidebank.errors import StorageError
 
 GENESIS = "0" * 64
 
@@ -59,8 +60,7 @@ def _claim_next(session: Session) -> tuple[int, str]:
     # The UPDATE comes first: it takes the lock before anything is read.
     result = session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq))
     if result.rowcount == 0:  # type: ignore[attr-defined]
-        session.add(AuditHead(id=1, seq=0, hash=GENESIS))
-        session.flush()
+        raise StorageError("the catalogue has no audit head row: migrate it (slidebank check)")
     row = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)).one()
     return row.seq + 1, row.hash
 

@@ -1,0 +1,155 @@
+"""Accounts on SQLite and PostgreSQL: passwords, sign-in limits, sessions, tokens, requests."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from slidebank.access.accounts import MAX_FAILURES_ACCOUNT_ADDRESS, SignInRefused
+from slidebank.access.policy import COMMAND_LINE, Action, DatasetGate, DatasetPolicy, decide
+from slidebank.access.requests import RequestForm
+from slidebank.catalog.access_tables import ApiToken, User
+from slidebank.errors import Conflict, Forbidden, InvalidInput, NotFound, SignInRequired
+from slidebank.services import accounts, ingesting
+from slidebank.services.repository import Repository
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def alice(repository: Repository) -> str:
+    accounts.add_user(repository, COMMAND_LINE, "alice", PASSWORD)
+    return "alice"
+
+
+def test_passwords_are_stored_as_argon2id(repository: Repository, alice: str) -> None:
+    with repository.catalogue.reading() as session:
+        stored = session.scalar(select(User.password_hash).where(User.name == alice))
+    assert stored is not None and stored.startswith("$argon2id$") and PASSWORD not in stored
+
+
+def test_bad_user_names_and_short_passwords_are_refused(repository: Repository) -> None:
+    with pytest.raises(InvalidInput, match="user name"):
+        accounts.add_user(repository, COMMAND_LINE, "Bad Name", PASSWORD)
+    with pytest.raises(InvalidInput, match="password: at least 12"):
+        accounts.add_user(repository, COMMAND_LINE, "bob", "short")
+    with pytest.raises(Conflict):
+        accounts.add_user(repository, COMMAND_LINE, "carol", PASSWORD)
+        accounts.add_user(repository, COMMAND_LINE, "carol", PASSWORD)
+
+
+def test_sign_in_limits_lock_out_the_guesser_not_the_user(
+    repository: Repository, alice: str
+) -> None:
+    for _ in range(MAX_FAILURES_ACCOUNT_ADDRESS):
+        outcome = accounts.sign_in(repository, alice, "wrong password!", "10.0.0.66", 1)
+        assert isinstance(outcome, SignInRefused) and outcome.retry_after_s is None
+    limited = accounts.sign_in(repository, alice, PASSWORD, "10.0.0.66", 1)
+    assert isinstance(limited, SignInRefused) and limited.retry_after_s
+    # The same account from another address is not locked out.
+    session = accounts.sign_in(repository, alice, PASSWORD, "10.0.0.7", 1)
+    assert not isinstance(session, SignInRefused)
+    principal, csrf = accounts.principal_for_session(repository, session.secret)
+    assert principal.name == alice and csrf == session.csrf_token
+    events = accounts.audit_events(repository, COMMAND_LINE, None, 100, 0)
+    actions = [e["action"] for e in events]
+    assert actions.count("sign-in.refused") == MAX_FAILURES_ACCOUNT_ADDRESS + 1
+    assert actions.count("sign-in") == 1
+
+
+def test_sessions_end_and_expire(repository: Repository, alice: str) -> None:
+    session = accounts.sign_in(repository, alice, PASSWORD, "10.0.0.7", 1)
+    assert not isinstance(session, SignInRefused)
+    principal, _ = accounts.principal_for_session(repository, session.secret)
+    accounts.sign_out(repository, principal, session.secret, "10.0.0.7")
+    with pytest.raises(SignInRequired, match="ended or expired"):
+        accounts.principal_for_session(repository, session.secret)
+    with pytest.raises(SignInRequired):
+        accounts.principal_for_session(repository, "not-a-session")
+
+
+def test_tokens_are_hashed_scoped_expiring_and_revocable(
+    repository: Repository, alice: str
+) -> None:
+    new = accounts.create_token(repository, COMMAND_LINE, alice, "read", 30, "notebook")
+    with repository.catalogue.reading() as session:
+        row = session.scalar(select(ApiToken).where(ApiToken.key == new.row.key))
+        assert row is not None and new.token.split("_")[2] not in row.secret_hash
+    principal = accounts.principal_for_token(repository, new.token)
+    assert principal.name == alice and principal.scope == "read"
+    assert not decide(principal, Action.USE_ACCOUNT).status == 403
+    assert decide(principal, Action.REQUEST_ACCESS, _CONTROLLED).status == 403  # read only
+
+    with pytest.raises(SignInRequired, match="unknown"):
+        accounts.principal_for_token(repository, new.token[:-2] + "xx")
+    with pytest.raises(SignInRequired, match="not a Slidebank token"):
+        accounts.principal_for_token(repository, "abc")
+    with pytest.raises(InvalidInput, match="admin tokens"):
+        accounts.create_token(repository, COMMAND_LINE, alice, "admin", 30)
+
+    with repository.catalogue.transaction() as session:
+        session.execute(
+            update(ApiToken)
+            .where(ApiToken.key == new.row.key)
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    with pytest.raises(SignInRequired, match="expired"):
+        accounts.principal_for_token(repository, new.token)
+
+    other = accounts.create_token(repository, COMMAND_LINE, alice, "write", 30)
+    accounts.revoke_token(repository, principal, other.row.key)
+    with pytest.raises(SignInRequired, match="revoked"):
+        accounts.principal_for_token(repository, other.token)
+
+
+_CONTROLLED = DatasetGate(99, "x", DatasetPolicy.CONTROLLED)
+
+
+def test_request_decide_and_revoke(repository: Repository, generated_svs: object) -> None:
+    ingesting.ingest_paths(repository, [generated_svs], "ds", None)  # type: ignore[list-item]
+    for name in ("res", "chair", "outsider"):
+        accounts.add_user(repository, COMMAND_LINE, name, PASSWORD)
+    accounts.add_role(repository, COMMAND_LINE, "ds", "chair", "committee")
+    form = RequestForm("Tumour atlas", "segmentation", "Uni", 30, True)
+    researcher = accounts.principal_for_user(repository, "res")
+    with pytest.raises(InvalidInput, match="is open: it needs no access request"):
+        accounts.request_access(repository, researcher, "ds", form, "1.2.3.4")
+    accounts.set_policy(repository, COMMAND_LINE, "ds", "controlled")
+    with pytest.raises(InvalidInput, match="accept_terms"):
+        accounts.request_access(
+            repository, researcher, "ds", RequestForm("T", "p", "U", 30, False), "1.2.3.4"
+        )
+    made = accounts.request_access(repository, researcher, "ds", form, "1.2.3.4")
+    assert made["status"] == "pending"
+    with pytest.raises(Conflict, match="still pending"):
+        accounts.request_access(repository, researcher, "ds", form, "1.2.3.4")
+
+    outsider = accounts.principal_for_user(repository, "outsider")
+    with pytest.raises(NotFound):
+        accounts.decide_request(repository, outsider, made["id"], True, None, None, "x")
+    with pytest.raises(Forbidden):  # the author sees the request but may not decide it
+        accounts.decide_request(repository, researcher, made["id"], True, None, None, "x")
+
+    chair = accounts.principal_for_user(repository, "chair")
+    assert [r["id"] for r in accounts.requests_to_decide(repository, chair)] == [made["id"]]
+    with pytest.raises(InvalidInput, match="reason"):
+        accounts.decide_request(repository, chair, made["id"], False, None, "", "x")
+    ends = date.today() + timedelta(days=10)
+    decided = accounts.decide_request(repository, chair, made["id"], True, ends, None, "x")
+    assert decided["status"] == "approved" and decided["decided_by"] == "chair"
+    assert decided["grant"]["ends_at"].startswith(ends.isoformat())
+    holder = accounts.principal_for_user(repository, "res")
+    gate = DatasetGate(1, "ds", DatasetPolicy.CONTROLLED)
+    assert holder.grants and decide(holder, Action.READ_PIXELS, gate).allowed
+
+    accounts.revoke_grant(repository, chair, decided["grant"]["id"], "misuse", "x")
+    after = accounts.principal_for_user(repository, "res")
+    assert not after.grants
+    mine = accounts.my_requests(repository, after)
+    assert mine[0]["grant"]["revoked_at"] and mine[0]["grant"]["revoke_reason"] == "misuse"
+    actions = [e["action"] for e in accounts.audit_events(repository, COMMAND_LINE, "ds", 50, 0)]
+    for expected in ("request.create", "request.approve", "grant.revoke", "dataset.policy"):
+        assert expected in actions
+    assert accounts.verify_audit(repository).intact

@@ -1,0 +1,135 @@
+"""Sign-in, CSRF, tokens and the audit of reads, through the HTTP application."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from slidebank.access.policy import COMMAND_LINE
+from slidebank.services import accounts
+from slidebank.services.repository import open_repository
+from slidebank.web.app import create_app
+from slidebank.web.auth import CSRF_COOKIE, SESSION_COOKIE
+from tests.access_world import DATASET, PASSWORD, World, build_world
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    return build_world(tmp_path_factory.mktemp("access-api") / "repo", None)
+
+
+@pytest.fixture
+def web(world: World) -> Iterator[TestClient]:
+    with TestClient(create_app(world.settings), follow_redirects=False) as client:
+        yield client
+
+
+def sign_in(web: TestClient, name: str, password: str = PASSWORD) -> str:
+    """Sign in through the form; returns the session's CSRF token (from a page)."""
+    form = web.get("/sign-in")
+    csrf = form.cookies[CSRF_COOKIE]
+    done = web.post("/sign-in", data={"name": name, "password": password, "csrf_token": csrf})
+    assert done.status_code == 303, done.text
+    page = web.get("/account").text
+    return page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+
+
+def test_the_sign_in_form_needs_its_csrf_pair(web: TestClient) -> None:
+    web.get("/sign-in")
+    refused = web.post(
+        "/sign-in", data={"name": "plain", "password": PASSWORD, "csrf_token": "forged"}
+    )
+    assert refused.status_code == 403
+    assert SESSION_COOKIE not in refused.headers.get("set-cookie", "")
+
+
+def test_session_cookie_flags(web: TestClient) -> None:
+    csrf = web.get("/sign-in").cookies[CSRF_COOKIE]
+    done = web.post("/sign-in", data={"name": "plain", "password": PASSWORD, "csrf_token": csrf})
+    cookie = done.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=lax" in cookie
+    assert "secure" not in cookie  # plain HTTP here; over TLS the cookie is Secure
+
+
+def test_session_cookie_is_secure_over_tls(world: World) -> None:
+    with TestClient(
+        create_app(world.settings), base_url="https://testserver", follow_redirects=False
+    ) as web:
+        csrf = web.get("/sign-in").cookies[CSRF_COOKIE]
+        done = web.post(
+            "/sign-in", data={"name": "plain", "password": PASSWORD, "csrf_token": csrf}
+        )
+        assert "secure" in done.headers["set-cookie"].lower()
+
+
+def test_cookie_requests_that_change_something_need_the_csrf_token(web: TestClient) -> None:
+    csrf = sign_in(web, "plain")
+    body = {"scope": "read", "expires_days": 1}
+    refused = web.post("/api/me/tokens", json=body)
+    assert refused.status_code == 403 and "CSRF" in refused.json()["detail"]
+    forged = web.post("/api/me/tokens", json=body, headers={"X-CSRF-Token": "forged"})
+    assert forged.status_code == 403
+    made = web.post("/api/me/tokens", json=body, headers={"X-CSRF-Token": csrf})
+    assert made.status_code == 201
+    token = made.json()["token"]
+    # The new token works on its own, with no cookie and no CSRF token.
+    web.cookies.clear()
+    me = web.get("/api/me", headers={"Authorization": f"Bearer {token}"}).json()
+    assert me["name"] == "plain" and me["scope"] == "read"
+    # Form posts carry the token as a field.
+    refused_form = web.post("/account/tokens", data={"scope": "read", "days": "1"})
+    assert refused_form.status_code in (303, 401)  # no session any more: signed out
+
+
+def test_bad_bearer_tokens_are_refused_not_ignored(web: TestClient) -> None:
+    for header in ("Bearer sbk_000000000000_" + "x" * 43, "Basic abc", "Bearer "):
+        response = web.get("/api/slides", headers={"Authorization": header})
+        assert response.status_code == 401, header
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert response.json()["type"].endswith("/sign-in-required")
+
+
+def test_a_read_token_cannot_write(web: TestClient, world: World) -> None:
+    repository = open_repository(world.settings)
+    try:
+        token = accounts.create_token(repository, COMMAND_LINE, "steward", "read", 1).token
+    finally:
+        repository.close()
+    response = web.put(
+        f"/api/datasets/{DATASET}/policy",
+        json={"policy": "open"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 403 and "scope" in response.json()["detail"]
+
+
+def test_sign_in_is_rate_limited_per_account_and_address(web: TestClient) -> None:
+    statuses = []
+    for _ in range(6):
+        csrf = web.get("/sign-in").cookies[CSRF_COOKIE]
+        response = web.post(
+            "/sign-in", data={"name": "annotator", "password": "not it at all", "csrf_token": csrf}
+        )
+        statuses.append(response.status_code)
+    assert statuses == [401] * 5 + [429]
+    assert int(response.headers["retry-after"]) > 0
+
+
+def test_reads_of_data_are_audited_per_minute(web: TestClient, world: World) -> None:
+    steward = {"Authorization": f"Bearer {world.tokens['steward']}"}
+    holder = {"Authorization": f"Bearer {world.tokens['holder']}"}
+    for column, row in ((0, 0), (1, 0), (0, 1)):
+        tile = web.get(f"/deepzoom/{world.slide_id}_files/9/{column}_{row}.jpeg", headers=holder)
+        assert tile.status_code == 200, tile.text
+        assert tile.headers["cache-control"].startswith("private")
+    rows = web.get(f"/api/datasets/{DATASET}/audit", headers=steward).json()
+    reads = [r for r in rows if r["actor"] == "holder" and r["action"] == "read-pixels"]
+    assert sum(r["count"] for r in reads) == 3
+    assert len(reads) <= 2  # one row per user, slide and minute (two if a minute turned)
+    assert reads[0]["target"] == world.slide_id and reads[0]["address"] == "testclient"
+    csv = web.get(f"/api/datasets/{DATASET}/audit?format=csv", headers=steward)
+    assert csv.headers["content-type"].startswith("text/csv")
+    assert csv.text.splitlines()[0].startswith("seq,at,actor,action")
+    assert "read-pixels" in csv.text
