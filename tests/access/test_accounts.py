@@ -79,7 +79,7 @@ def test_tokens_are_hashed_scoped_expiring_and_revocable(
         assert row is not None and new.token.split("_")[2] not in row.secret_hash
     principal = accounts.principal_for_token(repository, new.token)
     assert principal.name == alice and principal.scope == "read"
-    assert not decide(principal, Action.USE_ACCOUNT).status == 403
+    assert decide(principal, Action.USE_ACCOUNT).allowed
     assert decide(principal, Action.REQUEST_ACCESS, _CONTROLLED).status == 403  # read only
 
     with pytest.raises(SignInRequired, match="unknown"):
