@@ -72,7 +72,7 @@ def test_oidc_sign_in_creates_and_then_matches_the_account(web: TestClient) -> N
 
 def _csrf(web: TestClient) -> str:
     """The session's CSRF token, from a page's sign-out form."""
-    page = web.get("/account").text
+    page: str = web.get("/account").text
     marker = 'name="csrf_token" value="'
     return page.split(marker, 1)[1].split('"', 1)[0]
 

@@ -32,7 +32,7 @@ def sign_in(web: TestClient, name: str, password: str = PASSWORD) -> str:
     csrf = form.cookies[CSRF_COOKIE]
     done = web.post("/sign-in", data={"name": name, "password": password, "csrf_token": csrf})
     assert done.status_code == 303, done.text
-    page = web.get("/account").text
+    page: str = web.get("/account").text
     return page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
 
 
