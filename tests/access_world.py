@@ -11,9 +11,10 @@ from pathlib import Path
 
 from sqlalchemy import update
 
+from slidebank.access.accounts import SignInRefused
 from slidebank.access.policy import COMMAND_LINE
 from slidebank.access.requests import RequestForm
-from slidebank.catalog.access_tables import Grant
+from slidebank.catalog.access_tables import ApiToken, Grant
 from slidebank.catalog.queries import SlideFilter
 from slidebank.config import Settings
 from slidebank.services import accounts, browsing, ingesting, samples
@@ -46,6 +47,9 @@ class World:
     request_ids: dict[str, int] = field(default_factory=dict)
     grant_ids: dict[str, int] = field(default_factory=dict)
     user_ids: dict[str, int] = field(default_factory=dict)
+    expired_token: str = ""  # the steward's, expired
+    read_token: str = ""  # the steward's, scope read
+    session_secret: str = ""  # plain's browser session
 
 
 def build_world(home: Path, database_url: str | None) -> World:
@@ -94,6 +98,20 @@ def build_world(home: Path, database_url: str | None) -> World:
                 .where(Grant.id == world.grant_ids["expired"])
                 .values(ends_at=datetime.now(UTC) - timedelta(days=1))
             )
+        world.read_token = accounts.create_token(
+            repository, COMMAND_LINE, "steward", "read", 30
+        ).token
+        expiring = accounts.create_token(repository, COMMAND_LINE, "steward", "write", 1)
+        world.expired_token = expiring.token
+        with repository.catalogue.transaction() as session:
+            session.execute(
+                update(ApiToken)
+                .where(ApiToken.key == expiring.row.key)
+                .values(expires_at=datetime.now(UTC) - timedelta(minutes=1))
+            )
+        signed_in = accounts.sign_in(repository, "plain", PASSWORD, "127.0.0.1", 2)
+        assert not isinstance(signed_in, SignInRefused)
+        world.session_secret = signed_in.secret
         # The grant holder has also accepted the terms (what registered datasets ask).
         accounts.accept_terms(
             repository, accounts.principal_for_user(repository, "holder"), DATASET

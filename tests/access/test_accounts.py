@@ -99,7 +99,13 @@ def test_tokens_are_hashed_scoped_expiring_and_revocable(
         accounts.principal_for_token(repository, new.token)
 
     other = accounts.create_token(repository, COMMAND_LINE, alice, "write", 30)
-    accounts.revoke_token(repository, principal, other.row.key)
+    writer = accounts.principal_for_token(repository, other.token)
+    # A token cannot create one of a wider scope, nor can a read token change anything.
+    with pytest.raises(Forbidden, match="cannot create a token of scope admin"):
+        accounts.create_token(repository, writer, None, "admin", 1)
+    with pytest.raises(Forbidden, match="scope is read"):
+        accounts.revoke_token(repository, principal, other.row.key)
+    accounts.revoke_token(repository, writer, other.row.key)
     with pytest.raises(SignInRequired, match="revoked"):
         accounts.principal_for_token(repository, other.token)
 

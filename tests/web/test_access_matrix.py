@@ -23,11 +23,15 @@ from slidebank.catalog.access_tables import TermsAcceptance
 from slidebank.services import accounts
 from slidebank.services.repository import open_repository
 from slidebank.web.app import create_app
-from slidebank.web.auth import CSRF_COOKIE
+from slidebank.web.auth import CSRF_COOKIE, SESSION_COOKIE
 from tests.access_world import DATASET, PASSWORD, PERSONAS, World, build_world, can_read_data
 from tests.conftest import _fresh_postgres_database
 
 POLICIES = ("open", "registered", "controlled")
+# Credentials that must not work beyond what they are: the steward's expired token, the
+# steward's read-only token, and the plain user's browser session without its CSRF token.
+BAD_CREDENTIALS = ("expired-token", "read-token", "no-csrf")
+SAFE = ("GET", "HEAD")
 ALLOW = "allow"
 REFUSED = (401, 403, 404)
 
@@ -307,13 +311,31 @@ def test_matrix(world: World, policy: str) -> None:
                     failures.append(f"GET {path}/{MOUNTS[path]}: {response.status_code}")
                 continue
             case = RULES[(method, path)]
-            for persona in PERSONAS:
+            for persona in (*PERSONAS, *BAD_CREDENTIALS):
                 checked += 1
                 problem = _check(client, world, policy, persona, method, path, case)
                 if problem:
                     failures.append(f"{policy} · {persona:9} · {method} {path}: {problem}")
     assert checked > 400
     assert not failures, f"{len(failures)} of {checked} cases wrong:\n" + "\n".join(failures)
+
+
+def _expected(case: Case, persona: str, policy: str, method: str, path: str) -> str | int:
+    """What a persona or a bad credential should get."""
+    if persona == "expired-token":
+        # Refused wherever who asks matters; public routes may answer without looking.
+        return "public-or-401"
+    if persona in ("read-token", "no-csrf"):
+        like = "steward" if persona == "read-token" else "plain"
+        if method in SAFE or path == "/sign-in":
+            return case.rule(like, policy)
+        if path == "/sign-out" and persona == "read-token":
+            return ALLOW  # nothing to do for a token: no session to end
+        # A read-only token writes nothing, a cookie without its CSRF token neither; where the
+        # full credential would be refused anyway, that refusal comes first.
+        full = case.rule(like, policy)
+        return full if persona == "read-token" and full in (403, 404) else 403
+    return case.rule(persona, policy)
 
 
 def _check(
@@ -326,7 +348,13 @@ def _check(
     case: Case,
 ) -> str | None:
     headers = {}
-    if persona != "anonymous":
+    if persona == "expired-token":
+        headers["Authorization"] = f"Bearer {world.expired_token}"
+    elif persona == "read-token":
+        headers["Authorization"] = f"Bearer {world.read_token}"
+    elif persona == "no-csrf":
+        client.cookies.set(SESSION_COOKIE, world.session_secret)
+    elif persona != "anonymous":
         headers["Authorization"] = f"Bearer {world.tokens[persona]}"
     url = _url(path, world, persona, case)
     body: dict[str, Any] = {}
@@ -340,7 +368,11 @@ def _check(
     response = client.request(method, url, headers=headers, **body)
     client.cookies.clear()
     status = response.status_code
-    expected = case.rule(persona, policy)
+    expected = _expected(case, persona, policy, method, path)
+    if expected == "public-or-401":
+        if case.rule is public and (status == 401 or status < 400 or status in case.status):
+            return None
+        expected = 401
     if expected == ALLOW:
         wanted = case.status
         if (wanted and status not in wanted) or (not wanted and status >= 400):
@@ -352,7 +384,8 @@ def _check(
                 return f"pixels of a {policy} dataset cached publicly"
         if case.kind == LISTS:
             listed = world.slide_id in response.text
-            if listed != can_read_data(persona, policy):
+            reader = {"read-token": "steward", "no-csrf": "plain"}.get(persona, persona)
+            if listed != can_read_data(reader, policy):
                 return f"slide {'listed' if listed else 'not listed'} for this persona"
         return None
     if status != expected:

@@ -61,8 +61,10 @@ class Action(StrEnum):
     READ_ANNOTATIONS = "read-annotations"
     DOWNLOAD = "download"
     WRITE_ANNOTATIONS = "write-annotations"
-    USE_ACCOUNT = "use-account"  # one's own tokens, requests, terms; any signed-in user
+    USE_ACCOUNT = "use-account"  # see one's own tokens and requests; any signed-in user
+    CHANGE_ACCOUNT = "change-account"  # create or revoke one's tokens, accept terms
     REQUEST_ACCESS = "request-access"
+    SEE_REQUESTS = "see-requests"  # a dataset's access requests and grants (its committee)
     DECIDE_REQUESTS = "decide-requests"
     CURATE = "curate"  # policy, terms, featured slides, roles in the dataset
     READ_AUDIT = "read-audit"
@@ -78,7 +80,9 @@ ACTION_SCOPE: dict[Action, Scope] = {
     Action.READ_ANNOTATIONS: Scope.READ,
     Action.DOWNLOAD: Scope.READ,
     Action.USE_ACCOUNT: Scope.READ,
+    Action.CHANGE_ACCOUNT: Scope.WRITE,
     Action.READ_AUDIT: Scope.READ,
+    Action.SEE_REQUESTS: Scope.READ,
     Action.WRITE_ANNOTATIONS: Scope.WRITE,
     Action.REQUEST_ACCESS: Scope.WRITE,
     Action.DECIDE_REQUESTS: Scope.WRITE,
@@ -91,6 +95,7 @@ DATA_ACTIONS = frozenset(
 # The role in the dataset that allows each dataset action beyond reading data.
 ROLE_ACTIONS: dict[Action, frozenset[Role]] = {
     Action.WRITE_ANNOTATIONS: frozenset({Role.ANNOTATOR, Role.STEWARD}),
+    Action.SEE_REQUESTS: frozenset({Role.COMMITTEE}),
     Action.DECIDE_REQUESTS: frozenset({Role.COMMITTEE}),
     Action.CURATE: frozenset({Role.STEWARD}),
     Action.READ_AUDIT: frozenset({Role.STEWARD}),
@@ -170,7 +175,7 @@ def decide(
         return ALLOWED
     if not principal.signed_in and action not in DATA_ACTIONS:
         return Decision(False, 401, "sign in first")
-    if action is Action.USE_ACCOUNT:
+    if action in (Action.USE_ACCOUNT, Action.CHANGE_ACCOUNT):
         return ALLOWED
     if action is Action.ADMINISTER:
         return Decision(False, 403, "only site administrators may do this")

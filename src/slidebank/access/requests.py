@@ -103,7 +103,7 @@ def request_by_id(session: Session, principal: Principal, request_id: int) -> Ac
     row = session.get(AccessRequest, request_id)
     if row is None or not (
         row.user_id == principal.user_id
-        or decide(principal, Action.DECIDE_REQUESTS, gate_of(row.dataset)).allowed
+        or decide(principal, Action.SEE_REQUESTS, gate_of(row.dataset)).allowed
     ):
         raise NotFound(f"no access request {request_id}")
     return row
@@ -124,7 +124,7 @@ def requests_to_decide(
     session: Session, principal: Principal, status: str | None = "pending"
 ) -> list[AccessRequest]:
     """Requests of the datasets where the principal sits on the committee (all, for admins)."""
-    require(principal, Action.DECIDE_REQUESTS)
+    require(principal, Action.SEE_REQUESTS)
     query = select(AccessRequest).order_by(AccessRequest.id)
     if status is not None:
         query = query.where(AccessRequest.status == status)
@@ -195,11 +195,9 @@ def revoke_grant(
 ) -> Grant:
     require(principal, Action.USE_ACCOUNT)
     grant = session.get(Grant, grant_id)
-    if (
-        grant is None
-        or not decide(principal, Action.DECIDE_REQUESTS, gate_of(grant.dataset)).allowed
-    ):
+    if grant is None or not decide(principal, Action.SEE_REQUESTS, gate_of(grant.dataset)).allowed:
         raise NotFound(f"no grant {grant_id}")
+    require(principal, Action.DECIDE_REQUESTS, gate_of(grant.dataset))
     if grant.revoked_at is not None:
         raise Conflict(f"grant {grant_id} was revoked already")
     grant.revoked_at = now()

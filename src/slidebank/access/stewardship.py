@@ -137,7 +137,7 @@ def remove_role(
 
 
 def accept_terms(session: Session, principal: Principal, dataset: Dataset) -> None:
-    require(principal, Action.USE_ACCOUNT)
+    require(principal, Action.CHANGE_ACCOUNT)
     if principal.user_id is None:
         raise InvalidInput("only a signed-in user can accept terms of use")
     digest = terms_digest(dataset)

@@ -11,12 +11,12 @@ from sqlalchemy import select
 
 from slidebank.access import accounts, audit, requests, stewardship
 from slidebank.access.accounts import NewSession, NewToken, SignInRefused
-from slidebank.access.policy import Action, Principal, Scope, decide, require
+from slidebank.access.policy import SCOPE_RANK, Action, Principal, Scope, decide, require
 from slidebank.access.principals import dataset_gates, gate_of, principal_of
 from slidebank.access.requests import RequestForm
 from slidebank.catalog import queries
 from slidebank.catalog.access_tables import User
-from slidebank.errors import InvalidInput
+from slidebank.errors import Forbidden, InvalidInput
 from slidebank.services.repository import Repository
 
 
@@ -147,8 +147,12 @@ def create_token(
             require(principal, Action.ADMINISTER)
             user = accounts.user_by_name(session, user_name)
         else:
-            require(principal, Action.USE_ACCOUNT)
+            require(principal, Action.CHANGE_ACCOUNT)
             user = accounts.user_by_name(session, principal.name)
+        if principal.via == "token" and SCOPE_RANK[chosen] > SCOPE_RANK[principal.scope]:
+            raise Forbidden(
+                f"a token of scope {principal.scope} cannot create a token of scope {chosen}"
+            )
         new = accounts.create_token(session, user, chosen, days, label)
         audit.append(
             session,
@@ -171,7 +175,7 @@ def list_tokens(repository: Repository, principal: Principal) -> list[dict[str, 
 def revoke_token(
     repository: Repository, principal: Principal, key: str, address: str | None = None
 ) -> dict[str, Any]:
-    require(principal, Action.USE_ACCOUNT)
+    require(principal, Action.CHANGE_ACCOUNT)
     with repository.catalogue.transaction() as session:
         user = accounts.user_by_name(session, principal.name)
         row = accounts.revoke_token(session, user, key)
