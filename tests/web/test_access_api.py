@@ -133,3 +133,28 @@ def test_reads_of_data_are_audited_per_minute(web: TestClient, world: World) -> 
     assert csv.headers["content-type"].startswith("text/csv")
     assert csv.text.splitlines()[0].startswith("seq,at,actor,action")
     assert "read-pixels" in csv.text
+
+
+def test_stewards_see_the_audit_page_and_csv_cells_are_not_formulas(
+    web: TestClient, world: World
+) -> None:
+    steward = {"Authorization": f"Bearer {world.tokens['steward']}"}
+    holder = {"Authorization": f"Bearer {world.tokens['holder']}"}
+    admin = {"Authorization": f"Bearer {world.tokens['admin']}"}
+    policy = web.put(
+        f"/api/datasets/{DATASET}/policy", json={"policy": "controlled"}, headers=steward
+    )
+    assert policy.status_code == 200
+    page = web.get(f"/datasets/{DATASET}/audit", headers=steward)
+    assert page.status_code == 200 and 'data-testid="audit"' in page.text
+    assert "dataset.policy" in page.text
+    assert web.get(f"/datasets/{DATASET}/audit", headers=holder).status_code == 403
+
+    # A user name typed at sign-in lands in the audit as it was typed...
+    csrf = web.get("/sign-in").cookies[CSRF_COOKIE]
+    web.post("/sign-in", data={"name": "=SUM(1+1)", "password": "x" * 12, "csrf_token": csrf})
+    web.cookies.clear()
+    csv = web.get("/api/audit?format=csv", headers=admin).text
+    # ...and the CSV export keeps spreadsheets from running it as a formula.
+    assert "'=SUM(1+1)" in csv
+    assert not any(cell.startswith("=") for line in csv.splitlines() for cell in line.split(","))

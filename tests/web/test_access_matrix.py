@@ -89,6 +89,14 @@ def steward(persona: str, _: str) -> str | int:
     return ALLOW if persona in ("steward", "admin") else 403
 
 
+def steward_page(persona: str, policy: str) -> str | int:
+    return 303 if persona == "anonymous" else steward(persona, policy)
+
+
+def admin_page(persona: str, policy: str) -> str | int:
+    return 303 if persona == "anonymous" else admin(persona, policy)
+
+
 def admin(persona: str, _: str) -> str | int:
     if persona == "anonymous":
         return 401
@@ -212,6 +220,8 @@ RULES: dict[tuple[str, str], Case] = {
     ("PUT", "/api/datasets/{name}/policy"): Case(steward),  # body: the current policy
     ("GET", "/api/datasets/{name}/audit"): Case(steward),
     ("GET", "/api/audit"): Case(admin),
+    ("GET", "/datasets/{name}/audit"): Case(steward_page),
+    ("GET", "/audit"): Case(admin_page),
 }
 # Static files (stylesheet, OpenSeadragon, Swagger UI) are public; one file of each mount.
 MOUNTS = {

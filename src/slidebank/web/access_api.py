@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -223,6 +224,13 @@ async def site_audit(
     return _audit_response(rows, format, "audit")
 
 
+def _cell(value: object) -> object:
+    """A CSV cell that spreadsheets will not run as a formula (values come from users)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def _audit_response(rows: list[dict[str, Any]], fmt: AuditFormat, name: str) -> Response:
     from fastapi.responses import JSONResponse
 
@@ -232,7 +240,7 @@ def _audit_response(rows: list[dict[str, Any]], fmt: AuditFormat, name: str) -> 
     writer = csv.writer(buffer)
     writer.writerow([*AUDIT_COLUMNS, "detail"])
     for row in rows:
-        writer.writerow([row[c] for c in AUDIT_COLUMNS] + [row["detail"]])
+        writer.writerow([_cell(row[c]) for c in AUDIT_COLUMNS] + [_cell(json.dumps(row["detail"]))])
     return Response(
         buffer.getvalue(),
         media_type="text/csv",

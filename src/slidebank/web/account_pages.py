@@ -18,7 +18,7 @@ from slidebank.access.oidc import OidcClient, OidcError, OidcProvider, PendingSi
 from slidebank.access.policy import Principal
 from slidebank.access.requests import RequestForm
 from slidebank.catalog.queries import SlideFilter
-from slidebank.errors import SlidebankError
+from slidebank.errors import Forbidden, SlidebankError
 from slidebank.services import accounts, browsing
 from slidebank.web.auth import (
     CSRF_COOKIE,
@@ -34,6 +34,7 @@ from slidebank.web.pages import _templates, render_page
 from slidebank.web.state import AppState, app_state
 
 Asker = Annotated[Principal, Depends(current_principal)]
+AUDIT_PAGE_ROWS = 500
 State = Annotated[AppState, Depends(app_state)]
 
 
@@ -317,6 +318,42 @@ def install(app: FastAPI) -> None:
             accounts.request_access, state.repository, asker, name, form, client_address(request)
         )
         return _see_other("/account")
+
+    async def audit_page(
+        request: Request, state: AppState, asker: Principal, dataset: str | None
+    ) -> Response:
+        if asker.user_id is None and not asker.signed_in:
+            here = f"/datasets/{dataset}/audit" if dataset else "/audit"
+            return _see_other(f"/sign-in?next={here}")
+        await run_in_threadpool(accounts.flush_reads, state.repository, state.reads, True)
+        try:
+            events = await run_in_threadpool(
+                accounts.audit_events, state.repository, asker, dataset, AUDIT_PAGE_ROWS, 0
+            )
+        except Forbidden as exc:
+            return render(request, "404.html", {"title": "Not allowed", "message": str(exc)}, 403)
+        export = f"/api/datasets/{dataset}/audit" if dataset else "/api/audit"
+        return render(
+            request,
+            "audit.html",
+            {
+                "title": f"Audit · {dataset}" if dataset else "Audit",
+                "dataset": dataset,
+                "events": events,
+                "export": export,
+                "rows": AUDIT_PAGE_ROWS,
+            },
+        )
+
+    @app.get("/datasets/{name}/audit", include_in_schema=False)
+    async def dataset_audit_page(
+        request: Request, state: State, asker: Asker, name: str
+    ) -> Response:
+        return await audit_page(request, state, asker, name)
+
+    @app.get("/audit", include_in_schema=False)
+    async def site_audit_page(request: Request, state: State, asker: Asker) -> Response:
+        return await audit_page(request, state, asker, None)
 
     @app.get("/committee", include_in_schema=False)
     async def committee_page(request: Request, state: State, asker: Asker) -> Response:
