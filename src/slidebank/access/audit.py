@@ -18,10 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -258,15 +259,21 @@ def event_record(event: AuditEvent) -> dict[str, Any]:
 # Reads of data, tallied
 
 
-@dataclass(frozen=True)
-class _ReadKey:
-    minute: datetime
+class _ReadKey(NamedTuple):
+    """One tally group. A named tuple, and the minute as an integer (minutes since the
+    epoch): counting happens on every tile request, so the key must be cheap to build."""
+
+    minute: int
     actor_id: int | None
     actor: str
     action: str
     dataset_id: int
     target: str
     address: str | None
+
+    @property
+    def start(self) -> datetime:
+        return datetime.fromtimestamp(self.minute * 60, UTC)
 
 
 class ReadTally:
@@ -285,7 +292,7 @@ class ReadTally:
         address: str | None,
         at: datetime | None = None,
     ) -> None:
-        minute = (at or now()).replace(second=0, microsecond=0)
+        minute = int((at.timestamp() if at is not None else time.time()) // 60)
         key = _ReadKey(
             minute, principal.user_id, principal.name, action, dataset_id, target, address
         )
@@ -294,7 +301,7 @@ class ReadTally:
 
     def take(self, everything: bool = False) -> dict[_ReadKey, int]:
         """Remove and return the counts of finished minutes (or all)."""
-        current = now().replace(second=0, microsecond=0)
+        current = int(time.time() // 60)
         with self._lock:
             if everything:
                 taken, self._counts = self._counts, {}
@@ -318,7 +325,7 @@ def flush_reads(session: Session, counts: Mapping[_ReadKey, int]) -> int:
     """Append one row per tallied group; returns the number of rows."""
     entries = [
         _Entry(
-            key.minute,
+            key.start,
             key.actor_id,
             key.actor,
             key.action,
@@ -326,7 +333,7 @@ def flush_reads(session: Session, counts: Mapping[_ReadKey, int]) -> int:
             key.target,
             key.address,
             count,
-            canonical_detail({"minute": key.minute.isoformat()}),
+            canonical_detail({"minute": key.start.isoformat()}),
         )
         for key, count in sorted(counts.items(), key=lambda item: (item[0].minute, item[0].target))
     ]

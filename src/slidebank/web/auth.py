@@ -20,6 +20,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
@@ -27,6 +28,9 @@ from starlette.concurrency import run_in_threadpool
 from slidebank.access.policy import ANONYMOUS, Principal
 from slidebank.errors import Forbidden, SignInRequired
 from slidebank.services import accounts
+
+if TYPE_CHECKING:
+    from slidebank.web.state import AppState
 
 SESSION_COOKIE = "slidebank_session"
 CSRF_COOKIE = "slidebank_csrf"
@@ -78,14 +82,28 @@ def cache_key(kind: str, secret: str) -> str:
     return kind + hashlib.sha256(secret.encode()).hexdigest()
 
 
+NOBODY = Credential(ANONYMOUS, None)
+# Where a request's credential is kept once found (the ASGI scope, which the route's
+# Request shares; cheaper than request.state on the tile path).
+SCOPE_KEY = "slidebank.credential"
+
+
+def _carries_credentials(request: Request) -> bool:
+    """Whether the raw headers hold an Authorization or Cookie header (tile requests from
+    anonymous viewers are most requests: they skip header parsing altogether)."""
+    return any(name in (b"authorization", b"cookie") for name, _ in request.scope["headers"])
+
+
 async def credential(request: Request) -> Credential:
-    """The request's credential (cached on the request), CSRF checked for cookie writes."""
-    found: Credential | None = getattr(request.state, "credential", None)
+    """The request's credential (kept on the request), CSRF checked for cookie writes."""
+    scope = request.scope
+    found: Credential | None = scope.get(SCOPE_KEY)
     if found is not None:
         return found
-    from slidebank.web.state import app_state  # state imports this module
-
-    state = app_state(request)
+    if not _carries_credentials(request):
+        scope[SCOPE_KEY] = NOBODY
+        return NOBODY
+    state = request.app.state.slidebank
     header = request.headers.get("authorization")
     if header is not None:
         kind, _, token = header.partition(" ")
@@ -101,10 +119,10 @@ async def credential(request: Request) -> Credential:
             except SignInRequired:
                 found = None
         if found is None:
-            found = Credential(ANONYMOUS, None)
+            found = NOBODY
         elif request.method not in SAFE_METHODS:
             await _check_csrf(request, found.csrf_token)
-    request.state.credential = found
+    scope[SCOPE_KEY] = found
     return found
 
 
@@ -113,10 +131,7 @@ async def current_principal(request: Request) -> Principal:
     return (await credential(request)).principal
 
 
-async def _lookup(state: object, kind: str, secret: str) -> Credential:
-    from slidebank.web.state import AppState
-
-    assert isinstance(state, AppState)
+async def _lookup(state: AppState, kind: str, secret: str) -> Credential:
     key = cache_key(kind, secret)
     cached = state.credentials.get(key)
     if cached is not None:
@@ -166,7 +181,8 @@ def new_csrf_token() -> str:
 
 
 def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    client = request.scope.get("client")
+    return str(client[0]) if client else "unknown"
 
 
 def secure_cookies(request: Request) -> bool:

@@ -63,5 +63,5 @@ def picture_response(
 def cache_headers(request: Request) -> dict[str, str]:
     """Cache-Control for a picture of the slide this request acquired: public only when its
     dataset is open (``AppState.acquire`` records that on the request)."""
-    shared = getattr(request.state, "open_data", False)
+    shared = request.scope.get("slidebank.open_data", False)  # set by AppState.acquire
     return {"Cache-Control": IMMUTABLE if shared else PRIVATE_CACHE}

@@ -28,7 +28,7 @@ from slidebank.access.policy import Principal
 from slidebank.catalog.queries import MAX_PAGE, SlideFilter
 from slidebank.errors import Forbidden, InvalidInput, NotFound
 from slidebank.services import browsing
-from slidebank.web.auth import current_principal
+from slidebank.web.auth import SCOPE_KEY, current_principal
 from slidebank.web.state import AppState
 
 Asker = Annotated[Principal, Depends(current_principal)]
@@ -198,7 +198,7 @@ def render_page(
 ) -> Response:
     """A page with the security headers, knowing who is signed in (for the top bar and the
     CSRF token of its forms)."""
-    found = getattr(request.state, "credential", None)
+    found = request.scope.get(SCOPE_KEY)
     context = {
         "asker": found.principal if found else None,
         "csrf_token": found.csrf_token if found else None,

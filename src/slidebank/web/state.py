@@ -19,6 +19,7 @@ from slidebank.services.repository import Repository
 from slidebank.services.serving import ServingOptions
 from slidebank.web.auth import CredentialCache, client_address, credential
 
+OPEN_DATA_KEY = "slidebank.open_data"
 # How long a dataset's policy and featured slides are cached: a steward's change reaches
 # every worker within this time.
 GATES_TTL_S = 2.0
@@ -73,7 +74,7 @@ class AppState:
         except BaseException:
             self.slides.release(slide)
             raise
-        request.state.open_data = gate.policy is DatasetPolicy.OPEN
+        request.scope[OPEN_DATA_KEY] = gate.policy is DatasetPolicy.OPEN
         self.reads.add(
             principal, action.value, slide.dataset_id, public_id, client_address(request)
         )
