@@ -124,7 +124,14 @@ def test_reads_of_data_are_audited_per_minute(web: TestClient, world: World) -> 
         tile = web.get(f"/deepzoom/{world.slide_id}_files/9/{column}_{row}.jpeg", headers=holder)
         assert tile.status_code == 200, tile.text
         assert tile.headers["cache-control"].startswith("private")
+    assert web.get(f"/api/slides/{world.slide_id}", headers=holder).status_code == 200
+    case = web.get(f"/api/datasets/{DATASET}/cases/{world.pseudonym}", headers=holder)
+    assert case.status_code == 200
     rows = web.get(f"/api/datasets/{DATASET}/audit", headers=steward).json()
+    metadata = {
+        r["target"] for r in rows if r["actor"] == "holder" and r["action"] == "read-metadata"
+    }
+    assert metadata == {world.slide_id, f"{DATASET}/cases/{world.pseudonym}"}
     reads = [r for r in rows if r["actor"] == "holder" and r["action"] == "read-pixels"]
     assert sum(r["count"] for r in reads) == 3
     assert len(reads) <= 2  # one row per user, slide and minute (two if a minute turned)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from slidebank.access.policy import Principal
+from slidebank.access.policy import Action, Principal
 from slidebank.catalog.queries import MAX_PAGE, SlideFilter
 from slidebank.services import browsing, serving
 from slidebank.services.open_slides import ServedSlide
@@ -83,16 +83,28 @@ def show_dataset(state: State, name: str) -> dict[str, Any]:
 
 
 @router.get("/datasets/{name}/cases", summary="A dataset's cases, by pseudonym")
-def list_cases(
-    state: State, asker: Asker, name: str, limit: Limit = 100, offset: Offset = 0
+async def list_cases(
+    state: State,
+    asker: Asker,
+    request: Request,
+    name: str,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> Page:
-    items, total = browsing.list_cases(state.repository, asker, name, limit, offset)
+    items, total = await run_in_threadpool(
+        browsing.list_cases, state.repository, asker, name, limit, offset
+    )
+    await state.note_read(request, Action.READ_METADATA, name, f"{name}/cases")
     return Page(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/datasets/{name}/cases/{pseudonym}", summary="A case with its specimens and slides")
-def show_case(state: State, asker: Asker, name: str, pseudonym: str) -> dict[str, Any]:
-    return browsing.show_case(state.repository, asker, name, pseudonym)
+async def show_case(
+    state: State, asker: Asker, request: Request, name: str, pseudonym: str
+) -> dict[str, Any]:
+    record = await run_in_threadpool(browsing.show_case, state.repository, asker, name, pseudonym)
+    await state.note_read(request, Action.READ_METADATA, name, f"{name}/cases/{pseudonym}")
+    return record
 
 
 @router.get("/slides", summary="Slides matching the filters, newest first")
@@ -104,8 +116,10 @@ def list_slides(state: State, asker: Asker, filters: Annotated[SlideFilters, Que
 
 
 @router.get("/slides/{slide_id}", summary="A slide's full record")
-def show_slide(state: State, asker: Asker, slide_id: str) -> dict[str, Any]:
-    return browsing.show_slide(state.repository, asker, slide_id)
+async def show_slide(state: State, asker: Asker, request: Request, slide_id: str) -> dict[str, Any]:
+    record = await run_in_threadpool(browsing.show_slide, state.repository, asker, slide_id)
+    await state.note_read(request, Action.READ_METADATA, record["dataset"]["short_name"], slide_id)
+    return record
 
 
 @get_and_head(

@@ -36,14 +36,27 @@ class AppState:
     _gates: dict[int, DatasetGate] = field(default_factory=dict)
     _gates_until: float = 0.0
 
-    async def gate(self, dataset_id: int) -> DatasetGate:
+    async def _fresh_gates(self) -> dict[int, DatasetGate]:
         if time.monotonic() >= self._gates_until:
             self._gates = await run_in_threadpool(accounts.gates, self.repository)
             self._gates_until = time.monotonic() + GATES_TTL_S
-        gate = self._gates.get(dataset_id)
+        return self._gates
+
+    async def gate(self, dataset_id: int) -> DatasetGate:
+        gate = (await self._fresh_gates()).get(dataset_id)
         if gate is None:
             raise NotFound(f"no dataset {dataset_id}")
         return gate
+
+    async def note_read(
+        self, request: Request, action: Action, dataset_name: str, target: str
+    ) -> None:
+        """Tally a read of data that did not come through ``acquire`` (slide records, cases)."""
+        principal = (await credential(request)).principal
+        for gate in (await self._fresh_gates()).values():
+            if gate.name == dataset_name:
+                self.reads.add(principal, action.value, gate.id, target, client_address(request))
+                return
 
     def forget_gates(self) -> None:
         self._gates_until = 0.0
