@@ -165,3 +165,39 @@ def test_stewards_see_the_audit_page_and_csv_cells_are_not_formulas(
     # ...and the CSV export keeps spreadsheets from running it as a formula.
     assert "'=SUM(1+1)" in csv
     assert not any(cell.startswith("=") for line in csv.splitlines() for cell in line.split(","))
+
+
+def test_a_steward_features_a_slide_whose_thumbnail_becomes_public(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    fresh = build_world(tmp_path_factory.mktemp("featured") / "repo", None)
+    with TestClient(create_app(fresh.settings), follow_redirects=False) as web:
+        thumbnail = f"/api/slides/{fresh.slide_id}/thumbnail"
+        tile = f"/deepzoom/{fresh.slide_id}_files/0/0_0.jpeg"
+        assert web.get(thumbnail).status_code == 404  # controlled, not featured: private
+        csrf = sign_in(web, "steward")
+        saved = web.post(
+            f"/datasets/{DATASET}/manage",
+            data={
+                "policy": "controlled",
+                "terms": "Use for research only.",
+                "featured": fresh.slide_id,
+                "csrf_token": csrf,
+            },
+        )
+        assert saved.status_code == 303
+        web.cookies.clear()
+        landing = web.get(f"/datasets/{DATASET}")
+        assert thumbnail in landing.text and "Use for research only." in landing.text
+        assert web.get(thumbnail).status_code == 200  # on the public landing page now
+        assert web.get(thumbnail).headers["cache-control"].startswith("private")
+        refused = web.get(tile)
+        assert refused.status_code == 403  # its existence is public; its pixels are not
+        assert "controlled" in refused.json()["detail"]
+        # The terms changed, so the holder must accept them again (registered datasets).
+        repository = open_repository(fresh.settings)
+        try:
+            holder = accounts.principal_for_user(repository, "holder")
+        finally:
+            repository.close()
+        assert not holder.accepted_terms

@@ -218,6 +218,7 @@ RULES: dict[tuple[str, str], Case] = {
         committee_revokes, form={"reason": "again"}, status=(409,)
     ),
     ("PUT", "/api/datasets/{name}/policy"): Case(steward),  # body: the current policy
+    ("POST", "/datasets/{name}/manage"): Case(steward),  # form: the current policy
     ("GET", "/api/datasets/{name}/audit"): Case(steward),
     ("GET", "/api/audit"): Case(admin),
     ("GET", "/datasets/{name}/audit"): Case(steward_page),
@@ -372,6 +373,8 @@ def _check(
         body["json"] = case.json if case.json is not None else {"policy": policy}
     if case.form is not None:
         body["data"] = case.form
+    if path.endswith("/manage"):
+        body["data"] = {"policy": policy}
     if path == "/sign-in" and method == "POST":
         client.cookies.set(CSRF_COOKIE, "matrix-csrf", path="/sign-in")
         body["data"] = {**(case.form or {}), "csrf_token": "matrix-csrf"}

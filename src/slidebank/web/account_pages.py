@@ -291,9 +291,31 @@ def install(app: FastAPI) -> None:
             "dataset": landing,
             "readable": readable > 0 or landing["images"] == 0,
             "accepted": landing["id"] in asker.accepted_terms,
+            "steward": asker.is_admin or "steward" in asker.roles.get(landing["id"], ()),
             "today": date.today().isoformat(),
         }
         return render(request, "dataset.html", context)
+
+    @app.post("/datasets/{name}/manage", include_in_schema=False)
+    async def dataset_manage(
+        request: Request,
+        state: State,
+        asker: Asker,
+        name: str,
+        policy: Annotated[str, Form(pattern="^(open|registered|controlled)$")],
+        terms: Annotated[str | None, Form(max_length=64 * 1024)] = None,
+        featured: Annotated[str | None, Form(max_length=2048)] = None,
+    ) -> Response:
+        """The steward's form: policy, terms of use and featured slides in one post."""
+        await run_in_threadpool(accounts.set_policy, state.repository, asker, name, policy)
+        if terms is not None:
+            await run_in_threadpool(accounts.set_terms, state.repository, asker, name, terms)
+        if featured is not None:
+            ids = [part for part in featured.replace(",", " ").split() if part]
+            await run_in_threadpool(accounts.set_featured, state.repository, asker, name, ids)
+        state.forget_gates()
+        state.credentials.clear()
+        return _see_other(f"/datasets/{name}")
 
     @app.post("/datasets/{name}/accept-terms", include_in_schema=False)
     async def dataset_accept(request: Request, state: State, asker: Asker, name: str) -> Response:
