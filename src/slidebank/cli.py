@@ -642,11 +642,14 @@ def audit_export(
     if fmt == "json":
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
+    from slidebank.access.audit import csv_cell
+
     writer = csv.writer(sys.stdout)
     columns = ["seq", "at", "actor", "action", "dataset_id", "target", "address", "count", "hash"]
     writer.writerow([*columns, "detail"])
     for row in rows:
-        writer.writerow([row[c] for c in columns] + [json.dumps(row["detail"])])
+        cells = [row[c] for c in columns] + [json.dumps(row["detail"])]
+        writer.writerow([csv_cell(cell) for cell in cells])
 
 
 def main() -> None:

@@ -141,3 +141,33 @@ def test_cli_audit_verify_exits_non_zero_on_tampering(repository: Repository) ->
     broken = runner.invoke(app, ["audit", "verify", *args])
     assert broken.exit_code == 1
     assert "BROKEN" in broken.output
+
+
+def test_the_chain_verifies_whatever_the_database_time_zone(postgres_admin: str) -> None:
+    from sqlalchemy import create_engine, make_url, text
+
+    from slidebank.config import Settings
+    from slidebank.services.repository import open_repository
+    from tests.conftest import _fresh_postgres_database
+
+    for url in _fresh_postgres_database(postgres_admin):
+        name = make_url(url).database
+        admin = create_engine(postgres_admin, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f"ALTER DATABASE \"{name}\" SET timezone TO 'Asia/Tokyo'"))
+        admin.dispose()
+        import tempfile
+        from pathlib import Path
+
+        repository = open_repository(
+            Settings(home=Path(tempfile.mkdtemp()) / "repo", database_url=url)
+        )
+        try:
+            _append(repository, 3)
+            result = _verify(repository)
+            assert result.intact, result.findings
+            assert accounts.audit_events(repository, COMMAND_LINE, None, 1, 0)[0]["at"].endswith(
+                "+00:00"
+            )
+        finally:
+            repository.close()

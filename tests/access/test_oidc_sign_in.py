@@ -94,3 +94,16 @@ def test_a_forged_state_is_refused(web: TestClient) -> None:
     response = web.get("/auth/oidc/callback", params=forged)
     assert response.status_code == 400
     assert SESSION_COOKIE not in response.headers.get("set-cookie", "")
+
+
+def test_a_callback_opened_in_another_browser_is_refused(web: TestClient) -> None:
+    """Login CSRF: an attacker starts a sign-in, logs in at the provider as themself and
+    hands the callback URL to a victim; the victim's browser must not be signed in."""
+    start = web.get("/auth/oidc/start")
+    query = browse(start.headers["location"], "mallory", redirect_uri=WEB_CALLBACK)
+    with TestClient(web.app, follow_redirects=False) as victim:
+        response = victim.get("/auth/oidc/callback", params=query)
+        assert response.status_code == 400
+        assert "another browser" in response.text
+        assert SESSION_COOKIE not in response.headers.get("set-cookie", "")
+        assert victim.get("/api/me").json()["signed_in"] is False

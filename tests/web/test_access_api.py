@@ -201,3 +201,82 @@ def test_a_steward_features_a_slide_whose_thumbnail_becomes_public(
         finally:
             repository.close()
         assert not holder.accepted_terms
+
+
+def test_a_policy_update_is_all_or_nothing(tmp_path_factory: pytest.TempPathFactory) -> None:
+    fresh = build_world(tmp_path_factory.mktemp("atomic") / "repo", None)
+    steward = {"Authorization": f"Bearer {fresh.tokens['steward']}"}
+    with TestClient(create_app(fresh.settings), follow_redirects=False) as web:
+        bad = web.put(
+            f"/api/datasets/{DATASET}/policy",
+            json={"policy": "open", "featured": ["sb-nosuchslide"]},
+            headers=steward,
+        )
+        assert bad.status_code == 400 and "sb-nosuchslide" in bad.json()["detail"]
+        assert web.get(f"/api/datasets/{DATASET}").json()["policy"] == "controlled"
+        assert web.get(f"/api/slides/{fresh.slide_id}").status_code == 404
+        # Saving the same terms again (as the steward's form does) keeps acceptances.
+        for terms in ("Research only.\r\n", "Research only.\n"):
+            saved = web.put(
+                f"/api/datasets/{DATASET}/policy",
+                json={"policy": "registered", "terms": terms},
+                headers=steward,
+            )
+            assert saved.status_code == 200
+        repository = open_repository(fresh.settings)
+        try:
+            holder = accounts.principal_for_user(repository, "holder")
+            assert not holder.accepted_terms  # lost once, at the first change of terms...
+            accounts.accept_terms(repository, holder, DATASET)
+            web.put(
+                f"/api/datasets/{DATASET}/policy",
+                json={"policy": "registered", "terms": "Research only.\r\n"},
+                headers=steward,
+            )
+            assert accounts.principal_for_user(repository, "holder").accepted_terms  # ...kept
+        finally:
+            repository.close()
+
+
+def test_looking_at_the_audit_without_the_right_writes_nothing(
+    web: TestClient, world: World
+) -> None:
+    holder = {"Authorization": f"Bearer {world.tokens['holder']}"}
+    admin = {"Authorization": f"Bearer {world.tokens['admin']}"}
+    web.get(f"/deepzoom/{world.slide_id}_files/0/0_0.jpeg", headers=holder)
+    reads = web.app.state.slidebank.reads  # type: ignore[attr-defined]
+    assert len(reads) == 1
+    for _ in range(3):
+        assert web.get("/api/audit").status_code == 401
+        assert web.get("/api/audit", headers=holder).status_code == 403
+    assert len(reads) == 1  # still waiting for its minute to end
+    web.get("/api/audit", headers=admin)
+    assert len(reads) == 0
+
+
+def test_the_slide_page_and_listings_are_audited(web: TestClient, world: World) -> None:
+    holder = {"Authorization": f"Bearer {world.tokens['holder']}"}
+    admin = {"Authorization": f"Bearer {world.tokens['admin']}"}
+    assert web.get(f"/slides/{world.slide_id}", headers=holder).status_code == 200
+    assert world.slide_id in web.get("/api/slides", headers=holder).text
+    rows = web.get("/api/audit?limit=50", headers=admin).json()
+    targets = {r["target"] for r in rows if r["actor"] == "holder"}
+    assert {world.slide_id, "slide list"} <= targets
+
+
+def test_cli_audit_export_escapes_formulas(world: World) -> None:
+    from typer.testing import CliRunner
+
+    from slidebank.cli import app
+
+    with TestClient(create_app(world.settings), follow_redirects=False) as web:
+        csrf = web.get("/sign-in").cookies[CSRF_COOKIE]
+        web.post("/sign-in", data={"name": "@cmd", "password": "x" * 12, "csrf_token": csrf})
+    result = CliRunner().invoke(
+        app, ["audit", "export", "--home", str(world.settings.home), "--format", "csv"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "'@cmd" in result.output
+    assert not any(
+        cell.startswith("@") for line in result.output.splitlines() for cell in line.split(",")
+    )

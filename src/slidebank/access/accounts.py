@@ -111,34 +111,53 @@ class SignInRefused:
     retry_after_s: int | None = None
 
 
-def check_password_sign_in(
-    session: Session, name: str, password: str, address: str
-) -> User | SignInRefused:
-    """The user when ``password`` is right and the limits allow; the refusal otherwise. Every
-    failure is recorded for the limits (the caller commits)."""
-    moment = now()
-    session.execute(delete(FailedSignIn).where(FailedSignIn.at < moment - 4 * WINDOW))
-    since = moment - WINDOW
+@dataclass(frozen=True)
+class PasswordCheck:
+    """What the read-only first step of a sign-in found."""
+
+    user_id: int | None
+    stored_hash: str | None  # None: no such account, disabled, or no local password
+    refused: SignInRefused | None
+
+
+def look_up_sign_in(session: Session, name: str, address: str) -> PasswordCheck:
+    """Read-only: the limits and the stored hash. The password is checked after this, outside
+    any transaction: argon2 takes tens of milliseconds, and on SQLite a write transaction
+    would hold every other writer back meanwhile."""
+    since = now() - WINDOW
     by_pair = session.scalar(
         select(func.count()).where(
             FailedSignIn.account == name[:64],
-            FailedSignIn.address == address,
+            FailedSignIn.address == address[:64],
             FailedSignIn.at >= since,
         )
     )
     by_address = session.scalar(
-        select(func.count()).where(FailedSignIn.address == address, FailedSignIn.at >= since)
+        select(func.count()).where(FailedSignIn.address == address[:64], FailedSignIn.at >= since)
     )
     if (by_pair or 0) >= MAX_FAILURES_ACCOUNT_ADDRESS or (by_address or 0) >= MAX_FAILURES_ADDRESS:
-        return SignInRefused("too many failed sign-ins from this address: try again later", 900)
+        limited = SignInRefused("too many failed sign-ins from this address: try again later", 900)
+        return PasswordCheck(None, None, limited)
     user = session.scalar(select(User).where(User.name == name))
-    stored = user.password_hash if user is not None and not user.disabled else None
-    if user is None or not verify_password(stored, password):
-        session.add(FailedSignIn(account=name[:64], address=address[:64], at=moment))
-        return SignInRefused("wrong user name or password")
-    if stored is not None and needs_rehash(stored):
+    if user is None or user.disabled:
+        return PasswordCheck(None, None, None)
+    return PasswordCheck(user.id, user.password_hash, None)
+
+
+def password_matches(check: PasswordCheck, password: str) -> bool:
+    # Always hashed, also for unknown accounts (against a dummy): equal time either way.
+    return verify_password(check.stored_hash, password) and check.user_id is not None
+
+
+def record_failed_sign_in(session: Session, name: str, address: str) -> None:
+    moment = now()
+    session.execute(delete(FailedSignIn).where(FailedSignIn.at < moment - 4 * WINDOW))
+    session.add(FailedSignIn(account=name[:64], address=address[:64], at=moment))
+
+
+def rehash_if_needed(session: Session, user: User, password: str) -> None:
+    if user.password_hash is not None and needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
-    return user
 
 
 def set_password(session: Session, user: User, password: str) -> None:

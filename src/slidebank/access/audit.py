@@ -42,7 +42,8 @@ def canonical_detail(detail: Mapping[str, Any] | None) -> str:
 def row_hash(prev_hash: str, event: AuditEvent) -> str:
     fields = [
         event.seq,
-        aware(event.at).isoformat(timespec="microseconds"),
+        # In UTC whatever zone the database session returns timestamps in.
+        aware(event.at).astimezone(UTC).isoformat(timespec="microseconds"),
         event.actor_id,
         event.actor,
         event.action,
@@ -243,7 +244,7 @@ def events(
 def event_record(event: AuditEvent) -> dict[str, Any]:
     return {
         "seq": event.seq,
-        "at": aware(event.at).isoformat(),
+        "at": aware(event.at).astimezone(UTC).isoformat(),
         "actor": event.actor,
         "actor_id": event.actor_id,
         "action": event.action,
@@ -339,3 +340,11 @@ def flush_reads(session: Session, counts: Mapping[_ReadKey, int]) -> int:
     ]
     _append_many(session, entries)
     return len(entries)
+
+
+def csv_cell(value: object) -> object:
+    """A CSV cell that spreadsheets will not run as a formula (audit values come from users:
+    the name typed at a failed sign-in, project titles)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value

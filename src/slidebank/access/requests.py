@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from slidebank.access import audit
@@ -20,7 +20,7 @@ from slidebank.access.principals import gate_of
 from slidebank.access.stewardship import terms_digest
 from slidebank.catalog.access_tables import AccessRequest, Grant
 from slidebank.catalog.tables import Dataset
-from slidebank.errors import Conflict, InvalidInput, NotFound
+from slidebank.errors import Conflict, Forbidden, InvalidInput, NotFound
 
 MAX_DAYS = 5 * 366
 MAX_TEXT = 10_000
@@ -146,9 +146,14 @@ def decide_request(
 ) -> AccessRequest:
     row = request_by_id(session, principal, request_id)
     require(principal, Action.DECIDE_REQUESTS, gate_of(row.dataset))
+    if principal.user_id is None:
+        raise InvalidInput("decisions are made by signed-in committee members")
+    if row.user_id == principal.user_id:
+        raise Forbidden("nobody decides their own access request")
     if row.status != "pending":
         raise Conflict(f"request {request_id} was {row.status} already")
     moment = now()
+    end = moment
     if approve:
         end = (
             datetime.combine(ends_on, time(23, 59, 59), tzinfo=moment.tzinfo)
@@ -157,6 +162,27 @@ def decide_request(
         )
         if end <= moment:
             raise InvalidInput(f"ends_on: {ends_on} is not in the future")
+        if end > moment + timedelta(days=MAX_DAYS):
+            raise InvalidInput(f"ends_on: at most {MAX_DAYS} days from today")
+    elif not (reason or "").strip():
+        raise InvalidInput("reason: a rejection needs a reason")
+    # Decided only if still pending when written: of two members deciding at once, one
+    # wins and the other gets a conflict (the row lock, or SQLite's write lock, orders them).
+    decided = session.execute(
+        update(AccessRequest)
+        .where(AccessRequest.id == row.id, AccessRequest.status == "pending")
+        .values(
+            status="approved" if approve else "rejected",
+            decided_by=principal.user_id,
+            decided_at=moment,
+            reason=(reason or "").strip()[:MAX_TEXT] or None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if decided.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict(f"request {request_id} was decided by someone else meanwhile")
+    session.refresh(row)
+    if approve:
         session.add(
             Grant(
                 request_id=row.id,
@@ -167,12 +193,6 @@ def decide_request(
                 ends_at=end,
             )
         )
-    elif not (reason or "").strip():
-        raise InvalidInput("reason: a rejection needs a reason")
-    row.status = "approved" if approve else "rejected"
-    row.decided_by = principal.user_id
-    row.decided_at = moment
-    row.reason = (reason or "").strip()[:MAX_TEXT] or None
     session.flush()
     audit.append(
         session,
@@ -200,9 +220,19 @@ def revoke_grant(
     require(principal, Action.DECIDE_REQUESTS, gate_of(grant.dataset))
     if grant.revoked_at is not None:
         raise Conflict(f"grant {grant_id} was revoked already")
-    grant.revoked_at = now()
-    grant.revoked_by = principal.user_id
-    grant.revoke_reason = reason.strip()[:MAX_TEXT] or None
+    revoked = session.execute(
+        update(Grant)
+        .where(Grant.id == grant.id, Grant.revoked_at.is_(None))
+        .values(
+            revoked_at=now(),
+            revoked_by=principal.user_id,
+            revoke_reason=reason.strip()[:MAX_TEXT] or None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if revoked.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict(f"grant {grant_id} was revoked by someone else meanwhile")
+    session.refresh(grant)
     audit.append(
         session,
         principal,

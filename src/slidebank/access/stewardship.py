@@ -24,6 +24,11 @@ def terms_digest(dataset: Dataset) -> str:
     return hashlib.sha256((dataset.terms or "").encode()).hexdigest()
 
 
+def _normal_terms(terms: str) -> str:
+    # Browsers post text areas with CRLF line ends; the same words must not count as new terms.
+    return terms.replace("\r\n", "\n").strip()
+
+
 def set_policy(session: Session, principal: Principal, dataset: Dataset, policy: str) -> None:
     require(principal, Action.CURATE, gate_of(dataset))
     try:
@@ -48,7 +53,10 @@ def set_terms(session: Session, principal: Principal, dataset: Dataset, terms: s
     require(principal, Action.CURATE, gate_of(dataset))
     if len(terms) > MAX_TERMS:
         raise InvalidInput(f"terms: at most {MAX_TERMS} characters, got {len(terms)}")
-    dataset.terms = terms
+    before = terms_digest(dataset)
+    dataset.terms = _normal_terms(terms) or None
+    if terms_digest(dataset) == before:
+        return
     # Terms that changed must be accepted again.
     session.execute(delete(TermsAcceptance).where(TermsAcceptance.dataset_id == dataset.id))
     audit.append(

@@ -25,11 +25,25 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, pool_pre_ping=True)
 
 
+IMMEDIATE = "slidebank_immediate"
+
+
+def _sqlite_begin(connection: Any) -> None:
+    # Write transactions take SQLite's write lock when they begin (waiting up to the busy
+    # timeout): one that read first and wrote later would otherwise fail at once when
+    # another writer committed in between (SQLITE_BUSY_SNAPSHOT), instead of waiting.
+    immediate = connection.get_execution_options().get(IMMEDIATE, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    # pysqlite's own transaction handling is off, so that _sqlite_begin decides how to begin.
+    connection.isolation_level = None
     cursor = connection.cursor()
     # WAL: readers never block the writer; a killed writer leaves the last commit intact.
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -77,6 +91,7 @@ class Catalogue:
     def transaction(self) -> Iterator[Session]:
         """A session whose work is committed on success and rolled back on any error."""
         with self._sessions() as session, session.begin():
+            session.connection(execution_options={IMMEDIATE: True})
             yield session
 
     @contextmanager

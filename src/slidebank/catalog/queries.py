@@ -75,6 +75,18 @@ def image_by_checksum(session: Session, checksum: str) -> Image | None:
     return session.scalar(select(Image).where(Image.checksum == checksum))
 
 
+def dataset_id_of_image(session: Session, public_id: str) -> int:
+    """The dataset of a slide, by one indexed lookup (checked before a slide is opened)."""
+    found: int | None = session.scalar(
+        select(Slide.dataset_id)
+        .join(Image, Image.slide_id == Slide.id)
+        .where(Image.public_id == public_id)
+    )
+    if found is None:
+        raise NotFound(f"no slide with id {public_id!r}")
+    return found
+
+
 def image_by_public_id(session: Session, public_id: str) -> Image:
     image: Image | None = session.scalar(
         _with_hierarchy(select(Image)).where(Image.public_id == public_id)

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from slidebank.access import accounts, audit, requests, stewardship
 from slidebank.access.accounts import NewSession, NewToken, SignInRefused
-from slidebank.access.policy import SCOPE_RANK, Action, Principal, Scope, decide, require
+from slidebank.access.policy import Action, Principal, Scope, decide, require
 from slidebank.access.principals import dataset_gates, gate_of, principal_of
 from slidebank.access.requests import RequestForm
 from slidebank.catalog import queries
@@ -51,21 +51,29 @@ def user_record(user: User) -> dict[str, Any]:
 def sign_in(
     repository: Repository, name: str, password: str, address: str, hours: float
 ) -> NewSession | SignInRefused:
+    with repository.catalogue.reading() as session:
+        check = accounts.look_up_sign_in(session, name, address)
+    matched = check.refused is None and accounts.password_matches(check, password)
     with repository.catalogue.transaction() as session:
-        outcome = accounts.check_password_sign_in(session, name, password, address)
-        if isinstance(outcome, SignInRefused):
+        if not matched or check.user_id is None:
+            refusal = check.refused or SignInRefused("wrong user name or password")
+            if check.refused is None:
+                accounts.record_failed_sign_in(session, name, address)
             audit.append(
                 session,
                 Principal(name=name[:64] or "?", via="session"),
                 "sign-in.refused",
                 address=address,
-                detail={"reason": outcome.reason},
+                detail={"reason": refusal.reason},
             )
-            return outcome
-        new = accounts.start_session(session, outcome, hours, address)
+            return refusal
+        user = session.get(User, check.user_id)
+        assert user is not None
+        accounts.rehash_if_needed(session, user, password)
+        new = accounts.start_session(session, user, hours, address)
         audit.append(
             session,
-            _acting(outcome, "session"),
+            _acting(user, "session"),
             "sign-in",
             address=address,
             detail={"via": "password"},
@@ -149,10 +157,9 @@ def create_token(
         else:
             require(principal, Action.CHANGE_ACCOUNT)
             user = accounts.user_by_name(session, principal.name)
-        if principal.via == "token" and SCOPE_RANK[chosen] > SCOPE_RANK[principal.scope]:
-            raise Forbidden(
-                f"a token of scope {principal.scope} cannot create a token of scope {chosen}"
-            )
+        if principal.via == "token":
+            # Otherwise a stolen token could outlive its expiry and its revocation.
+            raise Forbidden("tokens cannot create tokens: sign in, or use `slidebank token`")
         new = accounts.create_token(session, user, chosen, days, label)
         audit.append(
             session,
@@ -184,6 +191,24 @@ def revoke_token(
 
 
 # Datasets
+
+
+def update_access(
+    repository: Repository,
+    principal: Principal,
+    dataset: str,
+    policy: str,
+    terms: str | None = None,
+    featured: Sequence[str] | None = None,
+) -> None:
+    """Policy, and optionally terms and featured slides, in one transaction: all or nothing."""
+    with repository.catalogue.transaction() as session:
+        target = queries.dataset_by_name(session, dataset)
+        stewardship.set_policy(session, principal, target, policy)
+        if terms is not None:
+            stewardship.set_terms(session, principal, target, terms)
+        if featured is not None:
+            stewardship.set_featured(session, principal, target, featured)
 
 
 def set_policy(repository: Repository, principal: Principal, dataset: str, policy: str) -> None:
@@ -290,9 +315,15 @@ def revoke_grant(
 
 
 def audit_events(
-    repository: Repository, principal: Principal, dataset: str | None, limit: int, offset: int
+    repository: Repository,
+    principal: Principal,
+    dataset: str | None,
+    limit: int,
+    offset: int,
+    tally: audit.ReadTally | None = None,
 ) -> list[dict[str, Any]]:
-    """The audit of one dataset (its stewards, admins) or of everything (admins)."""
+    """The audit of one dataset (its stewards, admins) or of everything (admins); with
+    ``tally``, the reads counted so far are written first (only once allowed to look)."""
     with repository.catalogue.reading() as session:
         if dataset is None:
             require(principal, Action.ADMINISTER)
@@ -301,6 +332,9 @@ def audit_events(
             gate = gate_of(queries.dataset_by_name(session, dataset))
             require(principal, Action.READ_AUDIT, gate, public=True)
             ids = [gate.id]
+    if tally is not None:
+        flush_reads(repository, tally, everything=True)
+    with repository.catalogue.reading() as session:
         return [
             audit.event_record(e) for e in audit.events(session, ids, limit=limit, offset=offset)
         ]
@@ -345,6 +379,8 @@ def user_exists(repository: Repository, name: str) -> bool:
 
 
 # OpenID Connect: what is kept between the redirect to the provider and its callback
+
+MAX_PENDING = 10_000
 
 
 def keep_pending_sign_in(repository: Repository, state: str, data: dict[str, Any]) -> None:

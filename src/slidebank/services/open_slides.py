@@ -67,6 +67,15 @@ class OpenSlides:
             slide.users += 1
             return slide
 
+    def dataset_of(self, public_id: str) -> int:
+        """The slide's dataset id, from the open slide or one catalogue lookup (no opening)."""
+        with self._lock:
+            slide = self._slides.get(public_id)
+        if slide is not None:
+            return slide.dataset_id
+        with self.repository.catalogue.reading() as session:
+            return queries.dataset_id_of_image(session, public_id)
+
     def acquire(self, public_id: str) -> ServedSlide:
         """The slide, opened if needed, acquired for the caller; NotFound if unknown."""
         slide = self.cached(public_id)

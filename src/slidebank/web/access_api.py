@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from slidebank.access.audit import csv_cell
 from slidebank.access.policy import Principal
 from slidebank.access.requests import RequestForm
 from slidebank.services import accounts
@@ -180,12 +181,9 @@ class PolicyBody(BaseModel):
 
 @router.put("/datasets/{name}/policy", summary="Set a dataset's policy, terms, featured slides")
 def set_policy(state: State, asker: Asker, name: str, body: PolicyBody) -> dict[str, str]:
-    accounts.set_policy(state.repository, asker, name, body.policy)
-    if body.terms is not None:
-        accounts.set_terms(state.repository, asker, name, body.terms)
-    if body.featured is not None:
-        accounts.set_featured(state.repository, asker, name, body.featured)
+    accounts.update_access(state.repository, asker, name, body.policy, body.terms, body.featured)
     state.forget_gates()
+    state.credentials.clear()
     return {"dataset": name, "policy": body.policy}
 
 
@@ -202,9 +200,8 @@ async def dataset_audit(
     limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_PAGE)] = 1000,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Response:
-    await run_in_threadpool(accounts.flush_reads, state.repository, state.reads, True)
     rows = await run_in_threadpool(
-        accounts.audit_events, state.repository, asker, name, limit, offset
+        accounts.audit_events, state.repository, asker, name, limit, offset, state.reads
     )
     return _audit_response(rows, format, f"audit-{name}")
 
@@ -217,18 +214,10 @@ async def site_audit(
     limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_PAGE)] = 1000,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Response:
-    await run_in_threadpool(accounts.flush_reads, state.repository, state.reads, True)
     rows = await run_in_threadpool(
-        accounts.audit_events, state.repository, asker, None, limit, offset
+        accounts.audit_events, state.repository, asker, None, limit, offset, state.reads
     )
     return _audit_response(rows, format, "audit")
-
-
-def _cell(value: object) -> object:
-    """A CSV cell that spreadsheets will not run as a formula (values come from users)."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
 
 
 def _audit_response(rows: list[dict[str, Any]], fmt: AuditFormat, name: str) -> Response:
@@ -240,7 +229,9 @@ def _audit_response(rows: list[dict[str, Any]], fmt: AuditFormat, name: str) -> 
     writer = csv.writer(buffer)
     writer.writerow([*AUDIT_COLUMNS, "detail"])
     for row in rows:
-        writer.writerow([_cell(row[c]) for c in AUDIT_COLUMNS] + [_cell(json.dumps(row["detail"]))])
+        writer.writerow(
+            [csv_cell(row[c]) for c in AUDIT_COLUMNS] + [csv_cell(json.dumps(row["detail"]))]
+        )
     return Response(
         buffer.getvalue(),
         media_type="text/csv",

@@ -5,6 +5,9 @@ page (decide requests, revoke grants). Every decision is the policy's, through s
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
+import secrets
 import time
 from datetime import date
 from typing import Annotated, Any
@@ -38,18 +41,26 @@ AUDIT_PAGE_ROWS = 500
 State = Annotated[AppState, Depends(app_state)]
 
 
+OIDC_BROWSER_COOKIE = "slidebank_oidc"
+OIDC_PENDING_S = 600
+
+
 def _oidc(state: AppState) -> OidcClient | None:
+    """The application's OpenID Connect client (one per process: it keeps the provider's
+    discovery document and keys), or None when sign-in through a provider is off."""
     settings = state.settings
     if not (settings.oidc_issuer and settings.oidc_client_id):
         return None
-    secret = settings.oidc_client_secret
-    return OidcClient(
-        OidcProvider(
-            settings.oidc_issuer,
-            settings.oidc_client_id,
-            secret.get_secret_value() if secret else None,
+    if state.oidc is None:
+        secret = settings.oidc_client_secret
+        state.oidc = OidcClient(
+            OidcProvider(
+                settings.oidc_issuer,
+                settings.oidc_client_id,
+                secret.get_secret_value() if secret else None,
+            )
         )
-    )
+    return state.oidc
 
 
 def _see_other(url: str) -> RedirectResponse:
@@ -173,16 +184,28 @@ def install(app: FastAPI) -> None:
             url, pending = await run_in_threadpool(client.begin, redirect_uri)
         except OidcError as exc:
             return sign_in_form(request, f"the identity provider is unavailable: {exc}", 502)
-        finally:
-            client.close()
+        # The callback must come back to the browser that started: otherwise anyone could
+        # hand a victim a callback URL that signs them in as the attacker (login CSRF).
+        browser = secrets.token_urlsafe(32)
         data = {
             **dataclasses.asdict(pending),
             "next": _local(request.query_params.get("next")),
+            "browser": hashlib.sha256(browser.encode()).hexdigest(),
         }
         await run_in_threadpool(
             accounts.keep_pending_sign_in, state.repository, pending.state, data
         )
-        return _see_other(url)
+        response = _see_other(url)
+        response.set_cookie(
+            OIDC_BROWSER_COOKIE,
+            browser,
+            max_age=OIDC_PENDING_S,
+            httponly=True,
+            secure=secure_cookies(request),
+            samesite="lax",
+            path="/auth/oidc",
+        )
+        return response
 
     @app.get("/auth/oidc/callback", include_in_schema=False, name="oidc_callback")
     async def oidc_callback(request: Request, state: State) -> Response:
@@ -194,15 +217,20 @@ def install(app: FastAPI) -> None:
             accounts.take_pending_sign_in, state.repository, query.get("state", "")
         )
         if data is None:
-            client.close()
             return sign_in_form(request, "this sign-in is unknown or was used already", 400)
         target = data.pop("next", "/")
+        expected = data.pop("browser", "")
+        browser = request.cookies.get(OIDC_BROWSER_COOKIE, "")
+        if not browser or not hmac.compare_digest(
+            hashlib.sha256(browser.encode()).hexdigest(), expected
+        ):
+            return sign_in_form(request, "this sign-in was started in another browser", 400)
         try:
-            identity = await run_in_threadpool(client.finish, PendingSignIn(**data), query)
+            identity = await run_in_threadpool(
+                client.finish, PendingSignIn(**data), query, OIDC_PENDING_S
+            )
         except OidcError as exc:
             return sign_in_form(request, f"sign-in failed: {exc}", 401)
-        finally:
-            client.close()
         new = await run_in_threadpool(
             accounts.sign_in_oidc,
             state.repository,
@@ -213,7 +241,11 @@ def install(app: FastAPI) -> None:
             client_address(request),
             state.settings.session_hours,
         )
-        return signed_in_response(request, new.secret, state.settings.session_hours * 3600, target)
+        response = signed_in_response(
+            request, new.secret, state.settings.session_hours * 3600, target
+        )
+        response.delete_cookie(OIDC_BROWSER_COOKIE, path="/auth/oidc")
+        return response
 
     @app.get("/account", include_in_schema=False)
     async def account_page(request: Request, state: State, asker: Asker) -> Response:
@@ -307,12 +339,10 @@ def install(app: FastAPI) -> None:
         featured: Annotated[str | None, Form(max_length=2048)] = None,
     ) -> Response:
         """The steward's form: policy, terms of use and featured slides in one post."""
-        await run_in_threadpool(accounts.set_policy, state.repository, asker, name, policy)
-        if terms is not None:
-            await run_in_threadpool(accounts.set_terms, state.repository, asker, name, terms)
-        if featured is not None:
-            ids = [part for part in featured.replace(",", " ").split() if part]
-            await run_in_threadpool(accounts.set_featured, state.repository, asker, name, ids)
+        ids = None if featured is None else featured.replace(",", " ").split()
+        await run_in_threadpool(
+            accounts.update_access, state.repository, asker, name, policy, terms, ids
+        )
         state.forget_gates()
         state.credentials.clear()
         return _see_other(f"/datasets/{name}")
@@ -347,10 +377,15 @@ def install(app: FastAPI) -> None:
         if asker.user_id is None and not asker.signed_in:
             here = f"/datasets/{dataset}/audit" if dataset else "/audit"
             return _see_other(f"/sign-in?next={here}")
-        await run_in_threadpool(accounts.flush_reads, state.repository, state.reads, True)
         try:
             events = await run_in_threadpool(
-                accounts.audit_events, state.repository, asker, dataset, AUDIT_PAGE_ROWS, 0
+                accounts.audit_events,
+                state.repository,
+                asker,
+                dataset,
+                AUDIT_PAGE_ROWS,
+                0,
+                state.reads,
             )
         except Forbidden as exc:
             return render(request, "404.html", {"title": "Not allowed", "message": str(exc)}, 403)

@@ -23,8 +23,9 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
 
-from slidebank.access.policy import Principal
+from slidebank.access.policy import Action, Principal
 from slidebank.catalog.queries import MAX_PAGE, SlideFilter
 from slidebank.errors import Forbidden, InvalidInput, NotFound
 from slidebank.services import browsing
@@ -246,18 +247,25 @@ def install(app: FastAPI) -> None:
         )
 
     @app.get("/slides", response_class=HTMLResponse, include_in_schema=False)
-    def slides_page(request: Request, asker: Asker) -> Response:
-        repository = _state(request).repository
+    async def slides_page(request: Request, asker: Asker) -> Response:
+        state = _state(request)
+        repository = state.repository
         query = parse_slide_query(dict(request.query_params))
-        datasets = browsing.list_datasets(repository)
+        datasets = await run_in_threadpool(browsing.list_datasets, repository)
         slides: list[dict[str, Any]] = []
         total = 0
         if not query.errors:
             try:
-                slides = browsing.list_slides(repository, asker, query.where)
-                total = browsing.count_slides(repository, asker, query.where)
+                slides = await run_in_threadpool(
+                    browsing.list_slides, repository, asker, query.where
+                )
+                total = await run_in_threadpool(
+                    browsing.count_slides, repository, asker, query.where
+                )
             except InvalidInput as exc:
                 query.errors["query"] = str(exc)
+        for name in {slide["dataset"] for slide in slides}:
+            await state.note_read(request, Action.READ_METADATA, name, "slide list")
         for slide in slides:
             slide["thumb"] = thumbnail_box(slide["width"], slide["height"])
         context = {
@@ -276,13 +284,19 @@ def install(app: FastAPI) -> None:
         return render(request, "slides.html", context, 400 if query.errors else 200)
 
     @app.get("/slides/{public_id}", response_class=HTMLResponse, include_in_schema=False)
-    def slide_page(request: Request, asker: Asker, public_id: str) -> Response:
+    async def slide_page(request: Request, asker: Asker, public_id: str) -> Response:
+        state = _state(request)
         try:
-            record = browsing.show_slide(_state(request).repository, asker, public_id)
+            record = await run_in_threadpool(
+                browsing.show_slide, state.repository, asker, public_id
+            )
         except NotFound:
             return not_found(request, f"There is no slide with id “{public_id}”.")
         except Forbidden as exc:
             return render(request, "404.html", {"title": "Not allowed", "message": str(exc)}, 403)
+        await state.note_read(
+            request, Action.READ_METADATA, record["dataset"]["short_name"], public_id
+        )
         image = record["image"]
         mpp = image["mpp"]
         viewer = {

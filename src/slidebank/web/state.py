@@ -10,6 +10,7 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from slidebank.access.audit import ReadTally
+from slidebank.access.oidc import OidcClient
 from slidebank.access.policy import Action, DatasetGate, DatasetPolicy, require
 from slidebank.config import Settings
 from slidebank.errors import NotFound
@@ -33,6 +34,7 @@ class AppState:
     options: ServingOptions
     credentials: CredentialCache = field(default_factory=CredentialCache)
     reads: ReadTally = field(default_factory=ReadTally)
+    oidc: OidcClient | None = None  # made at the first OpenID Connect sign-in
     _gates: dict[int, DatasetGate] = field(default_factory=dict)
     _gates_until: float = 0.0
 
@@ -73,10 +75,15 @@ class AppState:
         is public); the read is tallied for the audit trail. Release it after use."""
         principal = (await credential(request)).principal
         slide = self.slides.cached(public_id)
-        if slide is None:
-            slide = await run_in_threadpool(self.slides.acquire, public_id)
         try:
-            gate = await self.gate(slide.dataset_id)
+            # A slide not open yet is checked before it is opened: refusing costs one lookup,
+            # the same as for a slide that does not exist.
+            dataset_id = (
+                slide.dataset_id
+                if slide is not None
+                else await run_in_threadpool(self.slides.dataset_of, public_id)
+            )
+            gate = await self.gate(dataset_id)
             featured = public_id in gate.featured
             try:
                 if not (landing and featured):
@@ -85,8 +92,11 @@ class AppState:
                 # The same answer as for a slide that does not exist.
                 raise NotFound(f"no slide with id {public_id!r}") from None
         except BaseException:
-            self.slides.release(slide)
+            if slide is not None:
+                self.slides.release(slide)
             raise
+        if slide is None:
+            slide = await run_in_threadpool(self.slides.acquire, public_id)
         request.scope[OPEN_DATA_KEY] = gate.policy is DatasetPolicy.OPEN
         self.reads.add(
             principal, action.value, slide.dataset_id, public_id, client_address(request)
@@ -95,6 +105,8 @@ class AppState:
 
     def close(self) -> None:
         accounts.flush_reads(self.repository, self.reads, everything=True)
+        if self.oidc is not None:
+            self.oidc.close()
         self.slides.close()
         self.repository.close()
 
