@@ -57,6 +57,12 @@ def signed_in(persona: str, _: str) -> str | int:
     return 401 if persona == "anonymous" else ALLOW
 
 
+def browser_session_only(persona: str, _: str) -> str | int:
+    """Creating tokens: signed-in browsers only (every persona here uses a bearer token, which
+    must not mint tokens; the session path is tested in tests/web/test_access_api.py)."""
+    return 401 if persona == "anonymous" else 403
+
+
 def signed_in_page(persona: str, _: str) -> str | int:
     return 303 if persona == "anonymous" else ALLOW  # redirected to /sign-in
 
@@ -170,10 +176,12 @@ RULES: dict[tuple[str, str], Case] = {
     ("GET", "/api/datasets/{name}/cases"): Case(dataset_data),
     ("GET", "/api/datasets/{name}/cases/{pseudonym}"): Case(slide_data),
     ("GET", "/api/me/tokens"): Case(signed_in),
-    ("POST", "/api/me/tokens"): Case(signed_in, json={"scope": "read", "expires_days": 1}),
+    ("POST", "/api/me/tokens"): Case(
+        browser_session_only, json={"scope": "read", "expires_days": 1}
+    ),
     ("DELETE", "/api/me/tokens/{key}"): Case(signed_in),
     ("GET", "/account"): Case(signed_in_page),
-    ("POST", "/account/tokens"): Case(signed_in, form={"scope": "read", "days": "1"}),
+    ("POST", "/account/tokens"): Case(browser_session_only, form={"scope": "read", "days": "1"}),
     ("POST", "/account/tokens/{key}/revoke"): Case(signed_in),
     ("POST", "/api/datasets/{name}/terms/accept"): Case(signed_in),
     ("POST", "/datasets/{name}/accept-terms"): Case(signed_in),
