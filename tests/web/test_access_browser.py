@@ -64,11 +64,10 @@ class Site:
     slide_id: str
 
 
-def _prepare(home: Path) -> tuple[Settings, str]:
+def _prepare(home: Path, database_url: str) -> tuple[Settings, str]:
     """A fresh repository: the demo slide in dataset "demo", controlled; a researcher; a
     committee member of "demo". Everything through the services, as the command line does."""
-    # The database inside ``home`` even when SLIDEBANK_DATABASE_URL points elsewhere.
-    settings = Settings(home=home, database_url=None)
+    settings = Settings(home=home, database_url=database_url)
     repository = open_repository(settings)
     try:
         ingesting.ingest_paths(
@@ -86,8 +85,9 @@ def _prepare(home: Path) -> tuple[Settings, str]:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
-    settings, slide_id = _prepare(tmp_path / "repo")
+def site(tmp_path: Path, database_url: str) -> Iterator[Site]:
+    """The story runs on each catalogue: SQLite and PostgreSQL (conftest's database_url)."""
+    settings, slide_id = _prepare(tmp_path / "repo", database_url)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")

@@ -19,7 +19,7 @@ from sqlalchemy import delete
 from starlette.routing import BaseRoute, Mount
 
 from slidebank.access.policy import COMMAND_LINE
-from slidebank.catalog.access_tables import TermsAcceptance
+from slidebank.catalog.access_tables import Membership, TermsAcceptance
 from slidebank.services import accounts
 from slidebank.services.repository import open_repository
 from slidebank.web.app import create_app
@@ -226,6 +226,12 @@ RULES: dict[tuple[str, str], Case] = {
         committee_revokes, form={"reason": "again"}, status=(409,)
     ),
     ("PUT", "/api/datasets/{name}/policy"): Case(steward),  # body: the current policy
+    ("GET", "/api/datasets/{name}/members"): Case(steward),
+    # Giving and taking the viewer role of "plain" (who has none): allowed for stewards.
+    ("POST", "/api/datasets/{name}/members"): Case(
+        steward, json={"user": "plain", "role": "viewer"}
+    ),
+    ("DELETE", "/api/datasets/{name}/members/{user}/{role}"): Case(steward),
     ("POST", "/datasets/{name}/manage"): Case(steward),  # form: the current policy
     ("GET", "/api/datasets/{name}/audit"): Case(steward),
     ("GET", "/api/audit"): Case(admin),
@@ -299,6 +305,8 @@ def _url(path: str, world: World, persona: str, case: Case) -> str:
         "request_id": str(world.request_ids["holder"]),
         "grant_id": str(world.grant_ids["revoked"]),
         "key": world.spare_keys.get(persona, "000000000000"),
+        "user": "plain",
+        "role": "viewer",
     }
     for name, value in values.items():
         path = path.replace("{" + name + "}", value)
@@ -316,6 +324,8 @@ def test_matrix(world: World, policy: str) -> None:
             session.execute(
                 delete(TermsAcceptance).where(TermsAcceptance.user_id != world.user_ids["holder"])
             )
+            # ...and the role the members route gives "plain".
+            session.execute(delete(Membership).where(Membership.user_id == world.user_ids["plain"]))
     finally:
         repository.close()
     failures: list[str] = []

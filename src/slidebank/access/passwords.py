@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -10,8 +12,13 @@ from slidebank.errors import InvalidInput
 MIN_LENGTH = 12
 MAX_LENGTH = 1024  # bounds the work an attacker can ask of the hasher
 _HASHER = PasswordHasher()
-# Verified against when the account does not exist, so that a miss takes as long as a hit.
-_DUMMY = _HASHER.hash("slidebank-no-such-account")
+
+
+@cache
+def _dummy() -> str:
+    """Verified against when the account does not exist, so that a miss takes as long as a
+    hit. Made at the first sign-in, not at import: one hash takes argon2's 64 MiB."""
+    return _HASHER.hash("slidebank-no-such-account")
 
 
 def check_new_password(password: str) -> None:
@@ -32,7 +39,7 @@ def verify_password(stored: str | None, password: str) -> bool:
     if len(password) > MAX_LENGTH:
         return False
     try:
-        return _HASHER.verify(stored or _DUMMY, password) and stored is not None
+        return _HASHER.verify(stored or _dummy(), password) and stored is not None
     except (VerificationError, InvalidHashError):
         return False
 

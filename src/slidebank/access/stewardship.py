@@ -144,6 +144,17 @@ def remove_role(
     )
 
 
+def members(session: Session, principal: Principal, dataset: Dataset) -> list[dict[str, str]]:
+    require(principal, Action.CURATE, gate_of(dataset), public=True)
+    rows = session.execute(
+        select(User.name, Membership.role)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.dataset_id == dataset.id)
+        .order_by(User.name, Membership.role)
+    )
+    return [{"user": name, "role": role} for name, role in rows]
+
+
 def accept_terms(session: Session, principal: Principal, dataset: Dataset) -> None:
     require(principal, Action.CHANGE_ACCOUNT)
     if principal.user_id is None:

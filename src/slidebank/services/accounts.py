@@ -245,6 +245,24 @@ def add_role(
         )
 
 
+def remove_role(
+    repository: Repository, principal: Principal, dataset: str, user: str, role: str
+) -> None:
+    with repository.catalogue.transaction() as session:
+        stewardship.remove_role(
+            session,
+            principal,
+            queries.dataset_by_name(session, dataset),
+            accounts.user_by_name(session, user),
+            role,
+        )
+
+
+def members(repository: Repository, principal: Principal, dataset: str) -> list[dict[str, str]]:
+    with repository.catalogue.reading() as session:
+        return stewardship.members(session, principal, queries.dataset_by_name(session, dataset))
+
+
 def accept_terms(repository: Repository, principal: Principal, dataset: str) -> None:
     with repository.catalogue.transaction() as session:
         stewardship.accept_terms(session, principal, queries.dataset_by_name(session, dataset))

@@ -187,6 +187,30 @@ def set_policy(state: State, asker: Asker, name: str, body: PolicyBody) -> dict[
     return {"dataset": name, "policy": body.policy}
 
 
+class MemberBody(BaseModel):
+    user: str = Field(max_length=64)
+    role: Literal["steward", "committee", "annotator", "viewer"]
+
+
+@router.post("/datasets/{name}/members", status_code=201, summary="Give a user a role here")
+def add_member(state: State, asker: Asker, name: str, body: MemberBody) -> dict[str, str]:
+    accounts.add_role(state.repository, asker, name, body.user, body.role)
+    state.credentials.clear()
+    return {"dataset": name, "user": body.user, "role": body.role}
+
+
+@router.delete("/datasets/{name}/members/{user}/{role}", summary="Take a user's role away")
+def remove_member(state: State, asker: Asker, name: str, user: str, role: str) -> dict[str, str]:
+    accounts.remove_role(state.repository, asker, name, user, role)
+    state.credentials.clear()
+    return {"dataset": name, "user": user, "role": role, "removed": "yes"}
+
+
+@router.get("/datasets/{name}/members", summary="Who holds which role here (stewards)")
+def list_members(state: State, asker: Asker, name: str) -> list[dict[str, str]]:
+    return accounts.members(state.repository, asker, name)
+
+
 AuditFormat = Literal["json", "csv"]
 AUDIT_COLUMNS = ("seq", "at", "actor", "action", "dataset_id", "target", "address", "count", "hash")
 

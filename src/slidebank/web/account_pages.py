@@ -10,14 +10,13 @@ import hmac
 import secrets
 import time
 from datetime import date
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from slidebank.access.accounts import SignInRefused
-from slidebank.access.oidc import OidcClient, OidcError, OidcProvider, PendingSignIn
 from slidebank.access.policy import Principal
 from slidebank.access.requests import RequestForm
 from slidebank.catalog.queries import SlideFilter
@@ -36,6 +35,9 @@ from slidebank.web.auth import (
 from slidebank.web.pages import _templates, render_page
 from slidebank.web.state import AppState, app_state
 
+if TYPE_CHECKING:
+    from slidebank.access.oidc import OidcClient
+
 Asker = Annotated[Principal, Depends(current_principal)]
 AUDIT_PAGE_ROWS = 500
 State = Annotated[AppState, Depends(app_state)]
@@ -48,6 +50,10 @@ OIDC_PENDING_S = 600
 def _oidc(state: AppState) -> OidcClient | None:
     """The application's OpenID Connect client (one per process: it keeps the provider's
     discovery document and keys), or None when sign-in through a provider is off."""
+    # Imported here: its JOSE and cryptography libraries cost each worker ~20 MB, for
+    # servers that never use OpenID Connect.
+    from slidebank.access.oidc import OidcClient, OidcProvider
+
     settings = state.settings
     if not (settings.oidc_issuer and settings.oidc_client_id):
         return None
@@ -180,6 +186,8 @@ def install(app: FastAPI) -> None:
         if client is None:
             return sign_in_form(request, "OpenID Connect sign-in is not configured", 404)
         redirect_uri = str(request.url_for("oidc_callback"))
+        from slidebank.access.oidc import OidcError
+
         try:
             url, pending = await run_in_threadpool(client.begin, redirect_uri)
         except OidcError as exc:
@@ -225,6 +233,8 @@ def install(app: FastAPI) -> None:
             hashlib.sha256(browser.encode()).hexdigest(), expected
         ):
             return sign_in_form(request, "this sign-in was started in another browser", 400)
+        from slidebank.access.oidc import OidcError, PendingSignIn
+
         try:
             identity = await run_in_threadpool(
                 client.finish, PendingSignIn(**data), query, OIDC_PENDING_S

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from slidebank.access.audit import ReadTally
-from slidebank.access.oidc import OidcClient
 from slidebank.access.policy import Action, DatasetGate, DatasetPolicy, require
 from slidebank.config import Settings
 from slidebank.errors import NotFound
@@ -21,6 +21,9 @@ from slidebank.services.serving import ServingOptions
 from slidebank.web.auth import CredentialCache, client_address, credential
 
 OPEN_DATA_KEY = "slidebank.open_data"
+if TYPE_CHECKING:
+    from slidebank.access.oidc import OidcClient  # imported only when sign-in uses it
+
 # How long a dataset's policy and featured slides are cached: a steward's change reaches
 # every worker within this time.
 GATES_TTL_S = 2.0
