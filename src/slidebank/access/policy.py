@@ -67,6 +67,7 @@ class Action(StrEnum):
     SEE_REQUESTS = "see-requests"  # a dataset's access requests and grants (its committee)
     DECIDE_REQUESTS = "decide-requests"
     CURATE = "curate"  # policy, terms, featured slides, roles in the dataset
+    SEE_MEMBERS = "see-members"  # who holds which role in the dataset
     READ_AUDIT = "read-audit"
     ADMINISTER = "administer"  # users, roles anywhere, the whole audit trail
 
@@ -83,6 +84,7 @@ ACTION_SCOPE: dict[Action, Scope] = {
     Action.CHANGE_ACCOUNT: Scope.WRITE,
     Action.READ_AUDIT: Scope.READ,
     Action.SEE_REQUESTS: Scope.READ,
+    Action.SEE_MEMBERS: Scope.READ,
     Action.WRITE_ANNOTATIONS: Scope.WRITE,
     Action.REQUEST_ACCESS: Scope.WRITE,
     Action.DECIDE_REQUESTS: Scope.WRITE,
@@ -99,6 +101,7 @@ ROLE_ACTIONS: dict[Action, frozenset[Role]] = {
     Action.DECIDE_REQUESTS: frozenset({Role.COMMITTEE}),
     Action.CURATE: frozenset({Role.STEWARD}),
     Action.READ_AUDIT: frozenset({Role.STEWARD}),
+    Action.SEE_MEMBERS: frozenset({Role.STEWARD}),
 }
 
 

@@ -145,7 +145,7 @@ def remove_role(
 
 
 def members(session: Session, principal: Principal, dataset: Dataset) -> list[dict[str, str]]:
-    require(principal, Action.CURATE, gate_of(dataset), public=True)
+    require(principal, Action.SEE_MEMBERS, gate_of(dataset), public=True)
     rows = session.execute(
         select(User.name, Membership.role)
         .join(Membership, Membership.user_id == User.id)
