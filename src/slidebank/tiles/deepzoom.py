@@ -65,7 +65,7 @@ class DeepZoom:
     def stored_tile(self, level: int, column: int, row: int) -> tuple[int, int, int] | None:
         """``(stored level, column, row)`` when the tile is exactly a stored tile; else None."""
         match = self.stored.get(level)
-        if match is None or column >= match.whole_columns or row >= match.whole_rows:
+        if match is None or not (0 <= column < match.whole_columns and 0 <= row < match.whole_rows):
             return None
         return match.level, column, row
 
