@@ -247,3 +247,18 @@ def test_api_runs_on_postgresql_too(tmp_path: Path, database_url: str, generated
         assert client.get(f"/deepzoom/{slide_id}.dzi").status_code == 200
         tile = client.get(f"/deepzoom/{slide_id}_files/8/0_0.jpeg")
         assert decoded(tile).size[0] > 0
+
+
+def test_the_api_and_the_slide_browser_read_filters_alike() -> None:
+    from slidebank.catalog.queries import TEXT_FILTER_FIELDS
+    from slidebank.web.api import SlideFilters
+    from slidebank.web.pages import PAGE_SIZE, parse_slide_query
+
+    assert set(TEXT_FILTER_FIELDS) <= set(SlideFilters.model_fields)
+    for name in TEXT_FILTER_FIELDS:
+        params = {name: "x", "dataset": "demo", "mpp_min": "0.2", "limit": str(PAGE_SIZE)}
+        from_page = parse_slide_query(params).where
+        query = {name: "x", "dataset": "demo", "mpp_min": "0.2", "limit": str(PAGE_SIZE)}
+        from_api = SlideFilters.model_validate(query)
+        assert from_page == from_api.slide_filter(), name
+        assert getattr(from_page, TEXT_FILTER_FIELDS[name]) == "x"

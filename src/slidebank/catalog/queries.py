@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -222,6 +223,38 @@ class SlideFilter:
     offset: int = 0
     # Only these datasets (ids): the ones the asking principal may read; None for all.
     dataset_ids: frozenset[int] | None = None
+
+
+# The text filters by the parameter names users type (API query, web form) and the
+# SlideFilter field each one sets: one table, so the interfaces cannot drift apart.
+TEXT_FILTER_FIELDS: dict[str, str] = {
+    "site": "anatomical_site",
+    "stain": "stain",
+    "species": "species",
+    "diagnosis": "diagnosis",
+    "vendor": "vendor",
+    "format": "format",
+}
+
+
+def slide_filter(
+    dataset: str | None,
+    texts: Mapping[str, str | None],
+    mpp_min: float | None,
+    mpp_max: float | None,
+    limit: int,
+    offset: int,
+) -> SlideFilter:
+    """A SlideFilter from parameters named as in ``TEXT_FILTER_FIELDS``; empty texts are unset."""
+    fields = {TEXT_FILTER_FIELDS[name]: texts.get(name) or None for name in TEXT_FILTER_FIELDS}
+    return SlideFilter(
+        dataset=dataset or None,
+        mpp_min=mpp_min,
+        mpp_max=mpp_max,
+        limit=limit,
+        offset=offset,
+        **fields,  # type: ignore[arg-type]
+    )
 
 
 def list_images(session: Session, where: SlideFilter) -> list[Image]:

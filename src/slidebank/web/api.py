@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from slidebank.access.policy import Action, Principal
-from slidebank.catalog.queries import MAX_PAGE, SlideFilter
+from slidebank.catalog.queries import MAX_PAGE, TEXT_FILTER_FIELDS, SlideFilter, slide_filter
 from slidebank.services import browsing, serving
 from slidebank.services.open_slides import ServedSlide
 from slidebank.services.serving import Picture, RegionQuery
@@ -57,18 +57,9 @@ class SlideFilters(BaseModel):
     offset: int = Field(0, ge=0)
 
     def slide_filter(self) -> SlideFilter:
-        return SlideFilter(
-            dataset=self.dataset,
-            anatomical_site=self.site,
-            stain=self.stain,
-            species=self.species,
-            diagnosis=self.diagnosis,
-            vendor=self.vendor,
-            format=self.format,
-            mpp_min=self.mpp_min,
-            mpp_max=self.mpp_max,
-            limit=self.limit,
-            offset=self.offset,
+        texts = {name: getattr(self, name) for name in TEXT_FILTER_FIELDS}
+        return slide_filter(
+            self.dataset, texts, self.mpp_min, self.mpp_max, self.limit, self.offset
         )
 
 

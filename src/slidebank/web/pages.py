@@ -26,7 +26,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from slidebank.access.policy import Action, Principal
-from slidebank.catalog.queries import MAX_PAGE, SlideFilter
+from slidebank.catalog.queries import MAX_PAGE, TEXT_FILTER_FIELDS, SlideFilter, slide_filter
 from slidebank.errors import Forbidden, InvalidInput, NotFound
 from slidebank.services import browsing
 from slidebank.web.auth import SCOPE_KEY, current_principal
@@ -67,17 +67,11 @@ FAVICON_SVG = (
     "</svg>"
 )
 
-# (query parameter, SlideFilter field, label) in the order of the filter form.
-TEXT_FILTERS: list[tuple[str, str, str]] = [
-    ("site", "anatomical_site", "Site"),
-    ("stain", "stain", "Stain"),
-    ("species", "species", "Species"),
-    ("diagnosis", "diagnosis", "Diagnosis"),
-    ("vendor", "vendor", "Vendor"),
-    ("format", "format", "Format"),
-]
+# (query parameter, label) in the order of the filter form; the parameters are the API's
+# (``catalog.queries.TEXT_FILTER_FIELDS``).
+TEXT_FILTERS: list[tuple[str, str]] = [(name, name.capitalize()) for name in TEXT_FILTER_FIELDS]
 NUMBER_FILTERS = ("mpp_min", "mpp_max")
-FORM_FIELDS = ("dataset", *(name for name, _, _ in TEXT_FILTERS), *NUMBER_FILTERS)
+FORM_FIELDS = ("dataset", *TEXT_FILTER_FIELDS, *NUMBER_FILTERS)
 
 
 def _templates() -> Jinja2Templates:
@@ -178,15 +172,8 @@ def parse_slide_query(params: dict[str, str]) -> SlideQuery:
         errors["mpp_max"] = "must not be below the minimum"
     limit = _integer(params.get("limit", ""), "limit", PAGE_SIZE, 1, MAX_PAGE_SIZE, errors)
     offset = _integer(params.get("offset", ""), "offset", 0, 0, MAX_PAGE * 1000, errors)
-    text: dict[str, Any] = {attribute: values[name] or None for name, attribute, _ in TEXT_FILTERS}
-    where = SlideFilter(
-        dataset=values["dataset"] or None,
-        mpp_min=mpp_min,
-        mpp_max=mpp_max,
-        limit=limit,
-        offset=offset,
-        **text,
-    )
+    texts = {name: values[name] for name in TEXT_FILTER_FIELDS}
+    where = slide_filter(values["dataset"], texts, mpp_min, mpp_max, limit, offset)
     return SlideQuery(values=values, where=where, errors=errors)
 
 
