@@ -205,22 +205,18 @@ def list_command(
     database_url: DatabaseOption = None,
 ) -> None:
     """List slides, filtered."""
-    from slidebank.catalog.queries import SlideFilter
+    from slidebank.catalog.queries import slide_filter
     from slidebank.services import browsing
 
-    where = SlideFilter(
-        dataset=dataset,
-        anatomical_site=site,
-        stain=stain,
-        species=species,
-        diagnosis=diagnosis,
-        vendor=vendor,
-        format=file_format,
-        mpp_min=mpp_min,
-        mpp_max=mpp_max,
-        limit=limit,
-        offset=offset,
-    )
+    texts = {
+        "site": site,
+        "stain": stain,
+        "species": species,
+        "diagnosis": diagnosis,
+        "vendor": vendor,
+        "format": file_format,
+    }
+    where = slide_filter(dataset, texts, mpp_min, mpp_max, limit, offset)
     with _opened(home, database_url) as repository:
         rows = browsing.list_slides(repository, COMMAND_LINE, where)
     if as_json:
