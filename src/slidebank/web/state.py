@@ -50,6 +50,10 @@ class AppState:
     async def gate(self, dataset_id: int) -> DatasetGate:
         gate = (await self._fresh_gates()).get(dataset_id)
         if gate is None:
+            # A dataset made since the last load (an ingest running beside the server).
+            self.forget_gates()
+            gate = (await self._fresh_gates()).get(dataset_id)
+        if gate is None:
             raise NotFound(f"no dataset {dataset_id}")
         return gate
 
