@@ -280,3 +280,20 @@ def test_cli_audit_export_escapes_formulas(world: World) -> None:
     assert not any(
         cell.startswith("@") for line in result.output.splitlines() for cell in line.split(",")
     )
+
+
+def test_a_slide_ingested_while_serving_is_served_at_once(
+    web: TestClient, world: World, generated_svs: object
+) -> None:
+    from slidebank.catalog.queries import SlideFilter
+    from slidebank.services import browsing, ingesting
+
+    assert web.get("/api/datasets").status_code == 200  # the server has loaded its gates
+    web.get(f"/deepzoom/{world.slide_id}.dzi")
+    repository = open_repository(world.settings)
+    try:
+        ingesting.ingest_paths(repository, [generated_svs], "late", None)  # type: ignore[list-item]
+        late = browsing.list_slides(repository, COMMAND_LINE, SlideFilter(dataset="late"))[0]
+    finally:
+        repository.close()
+    assert web.get(f"/deepzoom/{late['id']}.dzi").status_code == 200
