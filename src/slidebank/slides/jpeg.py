@@ -22,7 +22,9 @@ def complete_tile(tile: bytes, tables: bytes | None, rgb_components: bool) -> by
     """A standalone JPEG from a stored tile, its level's tables and its colour space."""
     if not tile.startswith(SOI):
         raise ValueError("stored tile is not a JPEG stream (no start-of-image marker)")
-    body = tile[2:]
+    # A view, not a slice: the tile is copied once, into the result (tiles are served at
+    # thousands a second, and every fresh buffer of their size shows in the rate).
+    body = memoryview(tile)[2:]
     prefix = SOI
     if rgb_components and not _has_colour_marker(tile):
         prefix += ADOBE_RGB
@@ -30,7 +32,7 @@ def complete_tile(tile: bytes, tables: bytes | None, rgb_components: bool) -> by
         if not (tables.startswith(SOI) and tables.endswith(EOI)):
             raise ValueError("JPEGTables is not a tables-only JPEG stream")
         prefix += tables[2:-2]
-    return prefix + body
+    return b"".join((prefix, body))
 
 
 def _has_colour_marker(tile: bytes) -> bool:
