@@ -4,18 +4,19 @@ access requests and decisions, and the audit trail. Each is one transaction, aud
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from slidebank.access import accounts, audit, requests, stewardship
 from slidebank.access.accounts import NewSession, NewToken, SignInRefused
+from slidebank.access.clock import now
 from slidebank.access.policy import Action, Principal, Scope, decide, require
 from slidebank.access.principals import dataset_gates, gate_of, principal_of
 from slidebank.access.requests import RequestForm
 from slidebank.catalog import queries
-from slidebank.catalog.access_tables import User
+from slidebank.catalog.access_tables import PendingOidcSignIn, User
 from slidebank.errors import Forbidden, InvalidInput
 from slidebank.services.repository import Repository
 
@@ -402,13 +403,6 @@ MAX_PENDING = 10_000
 
 
 def keep_pending_sign_in(repository: Repository, state: str, data: dict[str, Any]) -> None:
-    from datetime import timedelta
-
-    from sqlalchemy import delete
-
-    from slidebank.access.clock import now
-    from slidebank.catalog.access_tables import PendingOidcSignIn
-
     with repository.catalogue.transaction() as session:
         # Abandoned sign-ins are dropped after an hour.
         session.execute(
@@ -421,8 +415,6 @@ def keep_pending_sign_in(repository: Repository, state: str, data: dict[str, Any
 
 def take_pending_sign_in(repository: Repository, state: str) -> dict[str, Any] | None:
     """The pending sign-in of ``state``, removed so that a callback works once."""
-    from slidebank.catalog.access_tables import PendingOidcSignIn
-
     with repository.catalogue.transaction() as session:
         row = session.get(PendingOidcSignIn, state[:128])
         if row is None:

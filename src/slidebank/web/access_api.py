@@ -10,9 +10,11 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from slidebank.access.accounts import token_record
 from slidebank.access.audit import csv_cell
 from slidebank.access.policy import Principal
 from slidebank.access.requests import RequestForm
@@ -75,8 +77,6 @@ def create_token(
         body.label,
         client_address(request),
     )
-    from slidebank.access.accounts import token_record
-
     return {"token": new.token, **token_record(new.row)}
 
 
@@ -245,8 +245,6 @@ async def site_audit(
 
 
 def _audit_response(rows: list[dict[str, Any]], fmt: AuditFormat, name: str) -> Response:
-    from fastapi.responses import JSONResponse
-
     if fmt == "json":
         return JSONResponse(rows)
     buffer = io.StringIO()
