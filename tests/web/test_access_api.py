@@ -297,3 +297,20 @@ def test_a_slide_ingested_while_serving_is_served_at_once(
     finally:
         repository.close()
     assert web.get(f"/deepzoom/{late['id']}.dzi").status_code == 200
+
+
+def test_a_failed_sign_in_keeps_where_the_user_was_going(web: TestClient) -> None:
+    csrf = web.get("/sign-in?next=/committee").cookies[CSRF_COOKIE]
+    form = {"name": "plain", "password": "not the password", "next": "/committee"}
+    failed = web.post("/sign-in", data={**form, "csrf_token": csrf})
+    assert failed.status_code == 401
+    assert 'name="next" value="/committee"' in failed.text
+    csrf = failed.cookies[CSRF_COOKIE]
+    done = web.post("/sign-in", data={**form, "password": PASSWORD, "csrf_token": csrf})
+    assert done.status_code == 303 and done.headers["location"] == "/committee"
+    csrf = web.get("/sign-in").cookies[CSRF_COOKIE]
+    evil = web.post(
+        "/sign-in",
+        data={**form, "password": PASSWORD, "next": "//evil.example/", "csrf_token": csrf},
+    )
+    assert evil.status_code == 303 and evil.headers["location"] == "/"  # no open redirect

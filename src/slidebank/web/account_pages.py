@@ -105,7 +105,11 @@ def install(app: FastAPI) -> None:
         return response
 
     def sign_in_form(
-        request: Request, error: str | None = None, status_code: int = 200, name: str = ""
+        request: Request,
+        error: str | None = None,
+        status_code: int = 200,
+        name: str = "",
+        target: str | None = None,
     ) -> Response:
         token = new_csrf_token()
         state = app_state(request)
@@ -117,7 +121,7 @@ def install(app: FastAPI) -> None:
                 "form_csrf": token,
                 "error": error,
                 "name": name,
-                "next": _local(request.query_params.get("next")),
+                "next": _local(target or request.query_params.get("next")),
                 "oidc_label": state.settings.oidc_label if _oidc(state) else None,
             },
             status_code,
@@ -156,7 +160,7 @@ def install(app: FastAPI) -> None:
         )
         if isinstance(outcome, SignInRefused):
             status = 429 if outcome.retry_after_s else 401
-            response = sign_in_form(request, outcome.reason, status, name)
+            response = sign_in_form(request, outcome.reason, status, name, next)
             if outcome.retry_after_s:
                 response.headers["Retry-After"] = str(outcome.retry_after_s)
             return response
