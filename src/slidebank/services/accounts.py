@@ -54,12 +54,15 @@ def sign_in(
 ) -> NewSession | SignInRefused:
     with repository.catalogue.reading() as session:
         check = accounts.look_up_sign_in(session, name, address)
-    matched = check.refused is None and accounts.password_matches(check, password)
+    if check.refused is not None:
+        # Over the limit: refused without a write. The failures that led here are in the
+        # audit trail already, so a flood from one address adds nothing to it.
+        return check.refused
+    matched = accounts.password_matches(check, password)
     with repository.catalogue.transaction() as session:
         if not matched or check.user_id is None:
-            refusal = check.refused or SignInRefused("wrong user name or password")
-            if check.refused is None:
-                accounts.record_failed_sign_in(session, name, address)
+            refusal = SignInRefused("wrong user name or password")
+            accounts.record_failed_sign_in(session, name, address)
             audit.append(
                 session,
                 Principal(name=name[:64] or "?", via="session"),
