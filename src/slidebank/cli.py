@@ -513,6 +513,54 @@ def token_create(
         err.print(f"Token {new.row.key} for {user}, scope {scope}, expires in {expires} days.")
 
 
+@token_app.command("list")
+def token_list(
+    user: Annotated[str, typer.Argument(help="User whose tokens to list.")],
+    json_output: JsonOption = False,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """List a user's API tokens (never their secrets)."""
+    from slidebank.services import accounts
+
+    with _opened(home, database_url) as repository:
+        try:
+            rows = accounts.list_tokens(repository, COMMAND_LINE, user)
+        except SlidebankError as exc:
+            raise _fail(exc) from exc
+    if json_output:
+        out.print_json(data=rows)
+        return
+    table = Table("key", "label", "scope", "expires", "state")
+    for row in rows:
+        state = "active" if row["active"] else ("revoked" if row["revoked_at"] else "expired")
+        table.add_row(
+            str(row["key"]),
+            str(row["label"] or ""),
+            str(row["scope"]),
+            str(row["expires_at"])[:10],
+            state,
+        )
+    out.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    key: Annotated[str, typer.Argument(help="The token's key (the part after sbk_).")],
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Revoke an API token at once (servers stop accepting it within seconds)."""
+    from slidebank.services import accounts
+
+    with _opened(home, database_url) as repository:
+        try:
+            accounts.revoke_token(repository, COMMAND_LINE, key)
+        except SlidebankError as exc:
+            raise _fail(exc) from exc
+    out.print(f"Token {key} revoked")
+
+
 @dataset_app.command("policy")
 def dataset_policy(
     name: Annotated[str, typer.Argument(help="Dataset short name.")],

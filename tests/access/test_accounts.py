@@ -229,3 +229,28 @@ def test_tokens_cannot_create_tokens(repository: Repository, alice: str) -> None
     principal = accounts.principal_for_token(repository, parent.token)
     with pytest.raises(Forbidden, match="tokens cannot create tokens"):
         accounts.create_token(repository, principal, None, "read", 366)
+
+
+def test_cli_lists_and_revokes_tokens(repository: Repository, alice: str) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from slidebank.cli import app
+
+    settings = repository.settings
+    where = ["--home", str(settings.home), "--database-url", settings.catalogue_url]
+    runner = CliRunner()
+    made = runner.invoke(app, ["token", "create", alice, "--scope", "write", "--json", *where])
+    assert made.exit_code == 0, made.output
+    token = json.loads(made.stdout)
+    assert accounts.principal_for_token(repository, token["token"]).name == alice
+    listed = runner.invoke(app, ["token", "list", alice, "--json", *where])
+    assert [row["key"] for row in json.loads(listed.stdout)] == [token["key"]]
+    assert token["token"] not in listed.stdout  # never the secret
+    revoked = runner.invoke(app, ["token", "revoke", token["key"], *where])
+    assert revoked.exit_code == 0, revoked.output
+    with pytest.raises(SignInRequired, match="revoked"):
+        accounts.principal_for_token(repository, token["token"])
+    unknown = runner.invoke(app, ["token", "revoke", "000000000000", *where])
+    assert unknown.exit_code == 1 and "no token" in unknown.output

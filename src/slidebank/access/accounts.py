@@ -263,9 +263,10 @@ def tokens_of(session: Session, user: User) -> list[ApiToken]:
     )
 
 
-def revoke_token(session: Session, user: User, key: str) -> ApiToken:
+def revoke_token(session: Session, key: str, owner_id: int | None) -> ApiToken:
+    """Revoke token ``key`` of user ``owner_id`` (None: of anyone, for administrators)."""
     row = session.scalar(select(ApiToken).where(ApiToken.key == key))
-    if row is None or (row.user_id != user.id and not user.is_admin):
+    if row is None or (owner_id is not None and row.user_id != owner_id):
         raise NotFound(f"no token {key!r}")
     if row.revoked_at is None:
         row.revoked_at = now()

@@ -176,21 +176,36 @@ def create_token(
         return new
 
 
-def list_tokens(repository: Repository, principal: Principal) -> list[dict[str, Any]]:
-    require(principal, Action.USE_ACCOUNT)
+def list_tokens(
+    repository: Repository, principal: Principal, user_name: str | None = None
+) -> list[dict[str, Any]]:
+    """The principal's tokens, or (administrators) those of ``user_name``."""
+    if user_name is not None and user_name != principal.name:
+        require(principal, Action.ADMINISTER)
+    else:
+        require(principal, Action.USE_ACCOUNT)
+        user_name = principal.name
     with repository.catalogue.reading() as session:
-        user = accounts.user_by_name(session, principal.name)
+        user = accounts.user_by_name(session, user_name)
         return [accounts.token_record(row) for row in accounts.tokens_of(session, user)]
 
 
 def revoke_token(
     repository: Repository, principal: Principal, key: str, address: str | None = None
 ) -> dict[str, Any]:
+    """Revoke one of the principal's tokens; administrators may revoke anyone's."""
     require(principal, Action.CHANGE_ACCOUNT)
     with repository.catalogue.transaction() as session:
-        user = accounts.user_by_name(session, principal.name)
-        row = accounts.revoke_token(session, user, key)
-        audit.append(session, principal, "token.revoke", target=f"token/{key}", address=address)
+        owner = None if decide(principal, Action.ADMINISTER).allowed else principal.user_id
+        row = accounts.revoke_token(session, key, owner)
+        audit.append(
+            session,
+            principal,
+            "token.revoke",
+            target=f"token/{key}",
+            address=address,
+            detail={"user_id": row.user_id},
+        )
         return accounts.token_record(row)
 
 
