@@ -262,3 +262,9 @@ def test_the_api_and_the_slide_browser_read_filters_alike() -> None:
         from_api = SlideFilters.model_validate(query)
         assert from_page == from_api.slide_filter(), name
         assert getattr(from_page, TEXT_FILTER_FIELDS[name]) == "x"
+
+
+def test_openapi_documents_bearer_tokens(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert {"bearer": []} in schema["security"] and {} in schema["security"]

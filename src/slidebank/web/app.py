@@ -111,6 +111,17 @@ def _document(app: FastAPI, paths: dict[str, dict[str, Any]]) -> None:
                 routes=app.routes,
             )
             schema["paths"].update(paths)
+            # API tokens (`slidebank token create`, or the account page) as bearer tokens, so
+            # that the documentation's "Authorize" button works; every route also answers
+            # without one, as far as the dataset's policy allows.
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API token: sbk_<key>_<secret>",
+                }
+            }
+            schema["security"] = [{}, {"bearer": []}]
             app.openapi_schema = schema
         return app.openapi_schema
 
