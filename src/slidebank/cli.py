@@ -577,11 +577,8 @@ def dataset_policy(
 
     with _opened(home, database_url) as repository:
         try:
-            accounts.set_policy(repository, COMMAND_LINE, name, policy)
-            if terms_file is not None:
-                accounts.set_terms(
-                    repository, COMMAND_LINE, name, terms_file.read_text(encoding="utf-8")
-                )
+            terms = terms_file.read_text(encoding="utf-8") if terms_file is not None else None
+            accounts.update_access(repository, COMMAND_LINE, name, policy, terms)
         except SlidebankError as exc:
             raise _fail(exc) from exc
     out.print(f"Dataset {name} is {policy}")

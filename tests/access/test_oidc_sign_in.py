@@ -60,7 +60,7 @@ def test_oidc_sign_in_creates_and_then_matches_the_account(web: TestClient) -> N
     assert web.get("/api/me").json()["name"] == first
     repository = open_repository(web.app.state.slidebank.settings)  # type: ignore[attr-defined]
     try:
-        assert accounts.user_exists(repository, first)
+        assert accounts.principal_for_user(repository, first).name == first
         events = accounts.audit_events(repository, COMMAND_LINE, None, 100, 0)
     finally:
         repository.close()

@@ -160,10 +160,6 @@ def rehash_if_needed(session: Session, user: User, password: str) -> None:
         user.password_hash = hash_password(password)
 
 
-def set_password(session: Session, user: User, password: str) -> None:
-    user.password_hash = hash_password(password)
-
-
 # Browser sessions
 
 

@@ -228,7 +228,6 @@ def _events(session: Session, batch: int = 5000) -> Iterator[AuditEvent]:
 def events(
     session: Session,
     dataset_ids: list[int] | None,
-    since: datetime | None = None,
     limit: int = 1000,
     offset: int = 0,
 ) -> list[AuditEvent]:
@@ -236,8 +235,6 @@ def events(
     query = select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(limit).offset(offset)
     if dataset_ids is not None:
         query = query.where(AuditEvent.dataset_id.in_(dataset_ids))
-    if since is not None:
-        query = query.where(AuditEvent.at >= since)
     return list(session.scalars(query))
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 
 from slidebank.access import accounts, audit, requests, stewardship
 from slidebank.access.accounts import NewSession, NewToken, SignInRefused
@@ -237,11 +237,6 @@ def set_policy(repository: Repository, principal: Principal, dataset: str, polic
         )
 
 
-def set_terms(repository: Repository, principal: Principal, dataset: str, terms: str) -> None:
-    with repository.catalogue.transaction() as session:
-        stewardship.set_terms(session, principal, queries.dataset_by_name(session, dataset), terms)
-
-
 def set_featured(
     repository: Repository, principal: Principal, dataset: str, slides: Sequence[str]
 ) -> None:
@@ -399,20 +394,6 @@ def flush_reads(repository: Repository, tally: audit.ReadTally, everything: bool
 def gates(repository: Repository) -> dict[int, Any]:
     with repository.catalogue.reading() as session:
         return dataset_gates(session)
-
-
-def visible_dataset_ids(repository: Repository, principal: Principal) -> set[int]:
-    with repository.catalogue.reading() as session:
-        return {
-            g.id
-            for g in dataset_gates(session).values()
-            if decide(principal, Action.READ_METADATA, g).allowed
-        }
-
-
-def user_exists(repository: Repository, name: str) -> bool:
-    with repository.catalogue.reading() as session:
-        return session.scalar(select(User.id).where(User.name == name)) is not None
 
 
 # OpenID Connect: what is kept between the redirect to the provider and its callback

@@ -45,6 +45,17 @@ def list_slides(
         return [slide_summary(image) for image in queries.list_images(session, where)]
 
 
+def page_of_slides(
+    repository: Repository, principal: Principal, where: SlideFilter
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of the slides ``principal`` may see, and how many match in all (the API's
+    and the slide browser's listing: one session, one look at the policies)."""
+    with repository.catalogue.reading() as session:
+        where = readable(session, principal, where)
+        items = [slide_summary(image) for image in queries.list_images(session, where)]
+        return items, queries.count_images(session, where)
+
+
 def count_slides(repository: Repository, principal: Principal, where: SlideFilter) -> int:
     with repository.catalogue.reading() as session:
         return queries.count_images(session, readable(session, principal, where))

@@ -83,14 +83,12 @@ def create_token(
 @router.delete("/me/tokens/{key}", summary="Revoke one of my API tokens")
 def revoke_token(state: State, asker: Asker, request: Request, key: str) -> dict[str, Any]:
     revoked = accounts.revoke_token(state.repository, asker, key, client_address(request))
-    state.credentials.clear()
     return revoked
 
 
 @router.post("/datasets/{name}/terms/accept", summary="Accept a dataset's terms of use")
 def accept_terms(state: State, asker: Asker, name: str) -> dict[str, str]:
     accounts.accept_terms(state.repository, asker, name)
-    state.credentials.clear()
     return {"dataset": name, "terms": "accepted"}
 
 
@@ -154,7 +152,6 @@ def decide(
         body.reason,
         client_address(request),
     )
-    state.credentials.clear()
     return decided
 
 
@@ -169,7 +166,6 @@ def revoke_grant(
     revoked = accounts.revoke_grant(
         state.repository, asker, grant_id, body.reason, client_address(request)
     )
-    state.credentials.clear()
     return revoked
 
 
@@ -182,8 +178,6 @@ class PolicyBody(BaseModel):
 @router.put("/datasets/{name}/policy", summary="Set a dataset's policy, terms, featured slides")
 def set_policy(state: State, asker: Asker, name: str, body: PolicyBody) -> dict[str, str]:
     accounts.update_access(state.repository, asker, name, body.policy, body.terms, body.featured)
-    state.forget_gates()
-    state.credentials.clear()
     return {"dataset": name, "policy": body.policy}
 
 
@@ -195,14 +189,12 @@ class MemberBody(BaseModel):
 @router.post("/datasets/{name}/members", status_code=201, summary="Give a user a role here")
 def add_member(state: State, asker: Asker, name: str, body: MemberBody) -> dict[str, str]:
     accounts.add_role(state.repository, asker, name, body.user, body.role)
-    state.credentials.clear()
     return {"dataset": name, "user": body.user, "role": body.role}
 
 
 @router.delete("/datasets/{name}/members/{user}/{role}", summary="Take a user's role away")
 def remove_member(state: State, asker: Asker, name: str, user: str, role: str) -> dict[str, str]:
     accounts.remove_role(state.repository, asker, name, user, role)
-    state.credentials.clear()
     return {"dataset": name, "user": user, "role": role, "removed": "yes"}
 
 

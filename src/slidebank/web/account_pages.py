@@ -179,7 +179,6 @@ def install(app: FastAPI) -> None:
                 found.session_secret,
                 client_address(request),
             )
-        state.credentials.clear()
         response = _see_other("/")
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
@@ -319,7 +318,6 @@ def install(app: FastAPI) -> None:
         await run_in_threadpool(
             accounts.revoke_token, state.repository, asker, key, client_address(request)
         )
-        state.credentials.clear()
         return _see_other("/account")
 
     @app.get("/datasets/{name}", include_in_schema=False)
@@ -357,14 +355,11 @@ def install(app: FastAPI) -> None:
         await run_in_threadpool(
             accounts.update_access, state.repository, asker, name, policy, terms, ids
         )
-        state.forget_gates()
-        state.credentials.clear()
         return _see_other(f"/datasets/{name}")
 
     @app.post("/datasets/{name}/accept-terms", include_in_schema=False)
     async def dataset_accept(request: Request, state: State, asker: Asker, name: str) -> Response:
         await run_in_threadpool(accounts.accept_terms, state.repository, asker, name)
-        state.credentials.clear()
         return _see_other(f"/datasets/{name}")
 
     @app.post("/datasets/{name}/request", include_in_schema=False)
@@ -466,7 +461,6 @@ def install(app: FastAPI) -> None:
             reason or None,
             client_address(request),
         )
-        state.credentials.clear()
         return _see_other("/committee")
 
     @app.post("/committee/grants/{grant_id}/revoke", include_in_schema=False)
@@ -485,5 +479,4 @@ def install(app: FastAPI) -> None:
             reason,
             client_address(request),
         )
-        state.credentials.clear()
         return _see_other("/committee")

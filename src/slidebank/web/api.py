@@ -103,8 +103,7 @@ async def list_slides(
     state: State, asker: Asker, request: Request, filters: Annotated[SlideFilters, Query()]
 ) -> Page:
     where = filters.slide_filter()
-    items = await run_in_threadpool(browsing.list_slides, state.repository, asker, where)
-    total = await run_in_threadpool(browsing.count_slides, state.repository, asker, where)
+    items, total = await run_in_threadpool(browsing.page_of_slides, state.repository, asker, where)
     for name in {item["dataset"] for item in items}:
         await state.note_read(request, Action.READ_METADATA, name, "slide list")
     return Page(items=items, total=total, limit=where.limit, offset=where.offset)

@@ -23,7 +23,7 @@ from slidebank.services.open_slides import OpenSlides
 from slidebank.services.repository import open_repository
 from slidebank.services.serving import ServingOptions
 from slidebank.web import access_api, account_pages, api, docs, pages, problems, tiles
-from slidebank.web.state import AppState
+from slidebank.web.state import AppState, ForgetAccessOnWrites
 
 READ_FLUSH_S = 10.0
 log = logging.getLogger("slidebank.web")
@@ -71,6 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     app.state.slidebank = state
+    app.add_middleware(ForgetAccessOnWrites, state=state)
     problems.install(app)
 
     # A plain Starlette route, first in the routing table like the tile routes: liveness

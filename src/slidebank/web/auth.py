@@ -69,10 +69,6 @@ class CredentialCache:
                 self._entries.clear()
             self._entries[key] = (time.monotonic() + self.ttl_s, credential)
 
-    def forget(self, key: str) -> None:
-        with self._lock:
-            self._entries.pop(key, None)
-
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()

@@ -243,11 +243,8 @@ def install(app: FastAPI) -> None:
         total = 0
         if not query.errors:
             try:
-                slides = await run_in_threadpool(
-                    browsing.list_slides, repository, asker, query.where
-                )
-                total = await run_in_threadpool(
-                    browsing.count_slides, repository, asker, query.where
+                slides, total = await run_in_threadpool(
+                    browsing.page_of_slides, repository, asker, query.where
                 )
             except InvalidInput as exc:
                 query.errors["query"] = str(exc)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from slidebank.access.audit import ReadTally
 from slidebank.access.policy import Action, DatasetGate, DatasetPolicy, require
@@ -18,7 +19,7 @@ from slidebank.services import accounts
 from slidebank.services.open_slides import OpenSlides, ServedSlide
 from slidebank.services.repository import Repository
 from slidebank.services.serving import ServingOptions
-from slidebank.web.auth import CredentialCache, client_address, credential
+from slidebank.web.auth import SAFE_METHODS, CredentialCache, client_address, credential
 
 OPEN_DATA_KEY = "slidebank.open_data"
 if TYPE_CHECKING:
@@ -116,6 +117,28 @@ class AppState:
             self.oidc.close()
         self.slides.close()
         self.repository.close()
+
+
+class ForgetAccessOnWrites:
+    """ASGI middleware: after any request that may change something (not GET, HEAD or
+    OPTIONS), this worker forgets its cached principals and dataset policies, so a grant,
+    revocation, role or policy change made here counts from the next request on. Other
+    workers catch up within their cache times. One mechanism, so that no route has to
+    remember; reads (every tile) pass straight through."""
+
+    def __init__(self, app: ASGIApp, state: AppState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.state.credentials.clear()
+            self.state.forget_gates()
 
 
 def app_state(request: Request) -> AppState:
