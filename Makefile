@@ -96,3 +96,14 @@ benchmark-tiles: install-dev
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache
+
+# libturbojpeg (the TurboJPEG API of libjpeg-turbo): opentile, under wsidicomizer, uses it to
+# pass SVS and NDPI tiles through into DICOM without decoding them.
+TURBOJPEG_CHECK := ldconfig -p | grep -q 'libturbojpeg\.so'
+.PHONY: system-libs
+system-libs:
+	$(TURBOJPEG_CHECK) || (apt-get update && apt-get install -y libturbojpeg0)
+
+install: system-libs
+
+install-dev: system-libs

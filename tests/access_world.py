@@ -9,16 +9,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from slidebank.access.accounts import SignInRefused
 from slidebank.access.policy import COMMAND_LINE
 from slidebank.access.requests import RequestForm
 from slidebank.catalog.access_tables import ApiToken, Grant
+from slidebank.catalog.dicom_tables import DicomInstance
 from slidebank.catalog.queries import SlideFilter
 from slidebank.config import Settings
 from slidebank.services import accounts, browsing, ingesting, samples
-from slidebank.services.repository import open_repository
+from slidebank.services.repository import Repository, open_repository
 
 PASSWORD = "a long enough password"
 DATASET = "demo"
@@ -50,19 +51,29 @@ class World:
     expired_token: str = ""  # the steward's, expired
     read_token: str = ""  # the steward's, scope read
     session_secret: str = ""  # plain's browser session
+    dicom: tuple[str, str, str] = ("", "", "")  # study, series, instance UIDs (if ingested)
+    stored_file: str = ""  # a stored DICOM file of the slide, for downloads
 
 
-def build_world(home: Path, database_url: str | None) -> World:
+def build_world(home: Path, database_url: str | None, dicom: Path | None = None) -> World:
+    """The world; with ``dicom`` (a folder of DICOM WSI instances), that slide too, in the
+    same dataset (ingested first: the demo slide stays the newest, ``slide_id``)."""
     settings = Settings(home=home, database_url=database_url)
     repository = open_repository(settings)
     try:
+        uids = ("", "", "")
+        if dicom is not None:
+            (outcome,) = ingesting.ingest_paths(repository, [dicom], DATASET).outcomes
+            assert outcome.status == "ingested", outcome.reason
+            uids = _first_instance(repository)
         ingesting.ingest_paths(
             repository, [samples.demo_slides(home)], DATASET, samples.demo_sidecar(home)
         )
         slide = browsing.list_slides(repository, COMMAND_LINE, SlideFilter(dataset=DATASET))[0]
         record = browsing.show_slide(repository, COMMAND_LINE, slide["id"])
         associated = record["image"]["associated_images"][0]["name"]
-        world = World(settings, slide["id"], record["case"]["pseudonym"], associated)
+        world = World(settings, slide["id"], record["case"]["pseudonym"], associated, dicom=uids)
+        world.stored_file = record["image"]["files"][0]["name"]
         for persona in PERSONAS[1:]:
             accounts.add_user(repository, COMMAND_LINE, persona, PASSWORD, persona == "admin")
             world.user_ids[persona] = accounts.principal_for_user(repository, persona).user_id or 0
@@ -119,6 +130,16 @@ def build_world(home: Path, database_url: str | None) -> World:
         return world
     finally:
         repository.close()
+
+
+def _first_instance(repository: Repository) -> tuple[str, str, str]:
+    with repository.catalogue.reading() as session:
+        row = session.execute(
+            select(DicomInstance.study_uid, DicomInstance.series_uid, DicomInstance.sop_uid)
+            .order_by(DicomInstance.id)
+            .limit(1)
+        ).one()
+    return (row[0], row[1], row[2])
 
 
 def can_read_data(persona: str, policy: str) -> bool:

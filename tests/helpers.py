@@ -11,6 +11,7 @@ import tifffile
 from sqlalchemy import func, select
 
 from slidebank.catalog.tables import Case, Image, Observation, Slide
+from slidebank.config import Settings
 from slidebank.services.repository import Repository
 from slidebank.storage import LocalBlobStore
 
@@ -96,3 +97,10 @@ def iiif_validator_slide(target: Path) -> Path:
         for y in range(10):
             grid[y * 100 : (y + 1) * 100, x * 100 : (x + 1) * 100] = colours[x][y]
     return write_svs(target, SvsSpec(1000, 1000, quality=95), Tissue(grid, 256))
+
+
+def pseudonym_in(settings: Settings, kind: str, value: str) -> str:
+    """The pseudonym the repository of ``settings`` gives a source identifier (its own key)."""
+    from slidebank.deid.pseudonyms import Pseudonymizer, repository_key
+
+    return Pseudonymizer(repository_key(settings)).pseudonym(kind, value)

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -60,13 +61,12 @@ def free_port() -> int:
         return port
 
 
-@pytest.fixture(scope="session")
-def live_server(served: ServedRepository) -> Iterator[str]:
-    """The application served by uvicorn on a free loopback port; yields its base URL."""
+@contextmanager
+def running_server(settings: Settings) -> Iterator[str]:
+    """The application for ``settings`` served by uvicorn on a free loopback port, in a
+    thread; yields its base URL."""
     port = free_port()
-    config = uvicorn.Config(
-        create_app(served.settings), host="127.0.0.1", port=port, log_level="warning"
-    )
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -75,6 +75,15 @@ def live_server(served: ServedRepository) -> Iterator[str]:
         if time.monotonic() > deadline or not thread.is_alive():
             pytest.fail("the test server did not start within 30 s")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def live_server(served: ServedRepository) -> Iterator[str]:
+    """The application served by uvicorn on a free loopback port; yields its base URL."""
+    with running_server(served.settings) as url:
+        yield url

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -21,7 +24,8 @@ def test_client_lists_reads_and_fails_clearly(live_server: str, served: ServedRe
         assert patch.shape == (64, 128, 3) and patch.dtype == np.uint8
         key = record["image"]["storage_key"]
         content = served.settings.home / "blobs" / "objects" / key[:2] / key / "content"
-        with open_slide(content / record["image"]["files"][0]["name"]) as reader:
+        files = tuple(content / f["name"] for f in record["image"]["files"])
+        with open_slide(files) as reader:
             expected = np.asarray(reader.read_region(Point(512, 256), 0, Size(128, 64)))
         assert np.array_equal(patch, expected)
         assert bank.region(served.demo_id, 0, 0, 100, 50, mpp=2.0).shape == (50, 100, 3)
@@ -31,3 +35,23 @@ def test_client_lists_reads_and_fails_clearly(live_server: str, served: ServedRe
         assert caught.value.problem["status"] == 404
         with pytest.raises(ApiError, match="level"):
             bank.region(served.demo_id, 0, 0, 10, 10, level=0, mpp=1.0)
+
+
+def test_client_downloads_a_slide_checked_and_only_once(
+    live_server: str, served: ServedRepository, tmp_path: Path
+) -> None:
+    with SlidebankClient(live_server) as bank:
+        record = bank.slide(served.demo_id)
+        written = bank.download(tmp_path, slide_id=served.demo_id)
+        assert sorted(p.name for p in written) == sorted(
+            f["name"] for f in record["image"]["files"]
+        )
+        for path, stored in zip(
+            sorted(written), sorted(record["image"]["files"], key=lambda f: f["name"]), strict=True
+        ):
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == stored["sha256"]
+        before = {p: p.stat().st_mtime_ns for p in written}
+        bank.download(tmp_path, slide_id=served.demo_id)  # already there: nothing fetched
+        assert {p: p.stat().st_mtime_ns for p in written} == before
+        with pytest.raises(ApiError, match="404"):
+            bank.download(tmp_path, slide_id="sb-missing")

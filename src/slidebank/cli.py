@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -451,6 +452,10 @@ app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(audit_app, name="audit")
+deid_app = typer.Typer(
+    help="De-identification: verify stored slides, read their reports.", no_args_is_help=True
+)
+app.add_typer(deid_app, name="deid")
 
 
 @user_app.command("add")
@@ -662,6 +667,86 @@ def audit_verify(
         raise typer.Exit(1)
 
 
+dicomweb_app = typer.Typer(help="The DICOMweb index of stored instances.", no_args_is_help=True)
+app.add_typer(dicomweb_app, name="dicomweb")
+
+
+@dicomweb_app.command("index")
+def dicomweb_index(
+    json_output: JsonOption = False,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Index the DICOM instances of slides stored before the index existed (ingest indexes
+    new slides itself); safe to run again."""
+    from slidebank.services import dicomweb
+
+    with _opened(home, database_url) as repository:
+        count = dicomweb.index_stored_slides(repository)
+    if json_output:
+        out.print_json(data={"indexed_instances": count})
+    else:
+        out.print(f"{count} instance(s) indexed")
+
+
+@deid_app.command("verify")
+def deid_verify(
+    slides: Annotated[list[str] | None, typer.Argument(help="Slide ids (sb-...).")] = None,
+    all_slides: Annotated[
+        bool, typer.Option("--all", help="Every slide in the repository.")
+    ] = False,
+    json_output: JsonOption = False,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Scan every stored byte of slides for the identifying values of their sources (ASCII,
+    UTF-16, vendor date spellings) and for label or overview images; exit 1 on any finding."""
+    from slidebank.services import deidentification
+
+    if bool(slides) == all_slides:
+        raise _fail(SlidebankError("give slide ids or --all (not both)"))
+    with _opened(home, database_url) as repository, Progress(transient=True, console=err) as bar:
+        task = bar.add_task("verifying", total=None)
+        checks = deidentification.verify_slides(
+            repository,
+            COMMAND_LINE,
+            None if all_slides else list(slides or []),
+            progress=lambda public_id: bar.update(task, description=public_id, advance=1),
+        )
+    if json_output:
+        out.print_json(data=[check.as_json() for check in checks])
+    else:
+        for check in checks:
+            if check.passed and check.verification is not None:
+                out.print(
+                    f"{check.id}: [green]clean[/green] ({check.verification.files} files, "
+                    f"{check.verification.bytes_scanned:,} bytes)"
+                )
+                continue
+            out.print(f"{check.id}: [red]FAILED[/red] {check.problem or ''}")
+            for finding in check.verification.findings if check.verification else []:
+                out.print(
+                    f"  {finding.field} in {finding.file} at byte {finding.offset} "
+                    f"({finding.encoding})"
+                )
+    if not all(check.passed for check in checks):
+        raise typer.Exit(1)
+
+
+@deid_app.command("report")
+def deid_report(
+    slide: Annotated[str, typer.Argument(help="Slide id (sb-...).")],
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """The slide's de-identification report (JSON): what was removed or replaced."""
+    from slidebank.services import deidentification
+
+    with _opened(home, database_url) as repository:
+        report = deidentification.deid_report(repository, COMMAND_LINE, slide)
+    out.print_json(data=report)
+
+
 @audit_app.command("export")
 def audit_export(
     dataset: Annotated[str | None, typer.Option(help="Only this dataset's events.")] = None,
@@ -694,6 +779,9 @@ def audit_export(
 
 
 def main() -> None:
+    # wsidicom and opentile log on the root logger (orientation notes, size overrides);
+    # those are not for the person running a command.
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     try:
         app()
     except KeyboardInterrupt:  # pragma: no cover - interactive

@@ -11,8 +11,10 @@ the server are raised as :class:`ApiError` carrying its problem document.
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Iterator
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -81,6 +83,40 @@ class SlidebankClient:
         data = self._bytes(f"/api/slides/{slide_id}/thumbnail", {})
         return Image.open(io.BytesIO(data))
 
+    def download(
+        self, folder: Path, *, slide_id: str | None = None, dataset: str | None = None
+    ) -> list[Path]:
+        """Fetch a slide's (or a whole dataset's) stored DICOM files into ``folder``, one
+        sub-folder per slide, each checked against the manifest's SHA-256; files already
+        there with the right checksum are not fetched again."""
+        if (slide_id is None) == (dataset is None):
+            raise ValueError("give slide_id or dataset")
+        path = (
+            f"/api/slides/{slide_id}/manifest" if slide_id else f"/api/datasets/{dataset}/manifest"
+        )
+        written = []
+        for item in self._json(path)["files"]:
+            target = folder / item["slide"] / item["name"]
+            written.append(target)
+            if target.is_file() and _sha256(target) == item["sha256"]:
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".part")
+            digest = hashlib.sha256()
+            with self._http.stream("GET", httpx.URL(item["url"]).path) as response:
+                if response.is_error:
+                    response.read()  # the problem document, for the error
+                self._checked(response)
+                with partial.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        digest.update(chunk)
+                        out.write(chunk)
+            if digest.hexdigest() != item["sha256"]:
+                partial.unlink()
+                raise OSError(f"{item['url']}: checksum differs from the manifest's")
+            partial.replace(target)
+        return written
+
     def close(self) -> None:
         self._http.close()
 
@@ -110,3 +146,11 @@ class SlidebankClient:
         except ValueError:
             problem = {"detail": response.text[:500]}
         raise ApiError(response.status_code, problem)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()

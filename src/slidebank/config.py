@@ -13,6 +13,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ValidationMode = Literal["quick", "full"]
+StoredForm = Literal["dicom", "original"]
+DatePolicy = Literal["remove", "shift"]
 
 
 class Settings(BaseSettings):
@@ -36,6 +38,33 @@ class Settings(BaseSettings):
             "of every tile in small levels; full: decode every tile"
         ),
     )
+    stored_form: StoredForm = Field(
+        default="dicom",
+        description=(
+            "dicom: store a de-identified DICOM WSI copy (BIGPICTURE's form); original: store "
+            "the scanner files as they are, for data already de-identified elsewhere"
+        ),
+    )
+    keep_originals: bool = Field(
+        default=False,
+        description="also keep the source files, beside the stored slide, never served",
+    )
+    keep_overview: bool = Field(
+        default=False, description="keep the overview (macro) image; the label never is"
+    )
+    dates: DatePolicy = Field(
+        default="remove", description="identifying DICOM dates: removed, or shifted per case"
+    )
+    transcode_quality: int = Field(
+        default=90, ge=50, le=100, description="JPEG quality where a source must be transcoded"
+    )
+    pseudonym_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "HMAC key for pseudonyms (at least 16 bytes); when unset, a random key is kept in "
+            "`home`/keys/pseudonym.key"
+        ),
+    )
     thumbnail_size: int = Field(default=512, ge=64, le=2048)
     copy_chunk_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024)
     max_sidecar_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
@@ -54,6 +83,12 @@ class Settings(BaseSettings):
     )
     decoded_cache_bytes: int = Field(
         default=64 * 1024 * 1024, ge=0, description="decoded tiles cached, for all slides"
+    )
+
+    max_stow_bytes: int = Field(
+        default=4 * 1024**3,
+        ge=1024 * 1024,
+        description="largest DICOMweb STOW-RS request body accepted",
     )
 
     session_hours: float = Field(

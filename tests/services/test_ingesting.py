@@ -11,11 +11,12 @@ import pytest
 
 from slidebank.access.policy import COMMAND_LINE
 from slidebank.catalog.queries import SlideFilter
+from slidebank.config import Settings
 from slidebank.errors import InvalidInput
 from slidebank.ingest.pipeline import Outcome
 from slidebank.services import browsing, checking
 from slidebank.services.ingesting import ingest_paths
-from slidebank.services.repository import Repository
+from slidebank.services.repository import Repository, open_repository
 from slidebank.slides import open_slide
 from tests.helpers import (
     EMPTY,
@@ -37,7 +38,7 @@ def _reason_of(outcomes: list[Outcome], name: str) -> str:
     return next(o.reason or "" for o in outcomes if o.source.endswith(name))
 
 
-def test_every_test_slide_is_ingested_with_the_facts_of_its_readme(
+def test_every_test_slide_is_stored_as_deidentified_dicom_with_the_facts_of_its_readme(
     repository: Repository, slides_dir: Path
 ) -> None:
     report = ingest_paths(repository, [slides_dir])
@@ -47,37 +48,77 @@ def test_every_test_slide_is_ingested_with_the_facts_of_its_readme(
         "small-crop.svs": "ingested",
         "test3-DAPI-2-(387).ndpi": "ingested",
         "WG26-BPAEC-partial": "ingested",
-        "boxes.tiff": "ingested",
+        # Its levels are 3.015x apart; wsidicom builds only pyramids of integer scales.
+        "boxes.tiff": "failed",
         "boxes-dicom": "ingested",
         "kidney-stripped.tif": "failed",
     }
     assert "plain TIFF" in _reason_of(report.outcomes, "kidney-stripped.tif")
+    assert "cannot convert to DICOM WSI" in _reason_of(report.outcomes, "boxes.tiff")
     assert [Path(p.path).name for p in report.skipped] == ["readme.txt"]
 
     svs = browsing.show_slide(
         repository, COMMAND_LINE, _id_of(report.outcomes, "CMU-1-Small-Region.svs")
     )
     image = svs["image"]
-    assert (image["format"], image["vendor"]) == ("aperio", "aperio")
+    assert (image["format"], image["vendor"], image["backend"]) == ("dicom", "aperio", "wsidicom")
+    assert image["properties"]["slidebank.source-format"] == "aperio"
     assert (image["width"], image["height"]) == (2220, 2967)
     assert image["mpp"][0] == pytest.approx(0.499)
     assert image["objective_power"] == 20
-    assert {a["name"] for a in image["associated_images"]} == {"label", "macro", "thumbnail"}
+    # the label and the macro are left out; the scanner's thumbnail stays
+    assert {a["name"] for a in image["associated_images"]} == {"thumbnail"}
     source_sha = hashlib.sha256((slides_dir / "aperio" / "CMU-1-Small-Region.svs").read_bytes())
-    assert image["checksum"] == source_sha.hexdigest()
+    assert image["checksum"] == source_sha.hexdigest()  # duplicates are found by source
+    assert image["source_name"].startswith("S-")  # the file name is not kept
 
     ndpi = browsing.show_slide(repository, COMMAND_LINE, _id_of(report.outcomes, ".ndpi"))["image"]
-    assert (ndpi["width"], ndpi["height"], len(ndpi["levels"])) == (3968, 4864, 7)
+    assert (ndpi["width"], ndpi["height"]) == (3968, 4864)
     assert ndpi["mpp"][0] == pytest.approx(0.228, abs=1e-3)
-    assert [a["name"] for a in ndpi["associated_images"]] == ["macro"]
+    assert ndpi["associated_images"] == []
 
     wg26 = browsing.show_slide(
         repository, COMMAND_LINE, _id_of(report.outcomes, "WG26-BPAEC-partial")
     )
     assert wg26["image"]["format"] == "dicom"
     assert (wg26["image"]["width"], wg26["image"]["height"]) == (3072, 2304)
-    assert len(wg26["image"]["files"]) == 10  # every instance, the label and the map
+    assert len(wg26["image"]["files"]) == 8  # every instance but the label and the map
     assert all(f["name"].endswith(".dcm") for f in wg26["image"]["files"])
+
+
+def test_every_test_slide_is_stored_as_it_came_when_configured(
+    tmp_path: Path, database_url: str, slides_dir: Path
+) -> None:
+    settings = Settings(home=tmp_path / "repo", database_url=database_url, stored_form="original")
+    repository = open_repository(settings)
+    try:
+        report = ingest_paths(repository, [slides_dir])
+        statuses = {Path(o.source).name: o.status for o in report.outcomes}
+        assert statuses == {
+            "CMU-1-Small-Region.svs": "ingested",
+            "small-crop.svs": "ingested",
+            "test3-DAPI-2-(387).ndpi": "ingested",
+            "WG26-BPAEC-partial": "ingested",
+            "boxes.tiff": "ingested",
+            "boxes-dicom": "ingested",
+            "kidney-stripped.tif": "failed",
+        }
+        svs = browsing.show_slide(
+            repository, COMMAND_LINE, _id_of(report.outcomes, "CMU-1-Small-Region.svs")
+        )["image"]
+        assert (svs["format"], svs["vendor"]) == ("aperio", "aperio")
+        assert {a["name"] for a in svs["associated_images"]} == {"label", "macro", "thumbnail"}
+        ndpi = browsing.show_slide(repository, COMMAND_LINE, _id_of(report.outcomes, ".ndpi"))[
+            "image"
+        ]
+        assert (ndpi["width"], ndpi["height"], len(ndpi["levels"])) == (3968, 4864, 7)
+        assert [a["name"] for a in ndpi["associated_images"]] == ["macro"]
+        wg26 = browsing.show_slide(
+            repository, COMMAND_LINE, _id_of(report.outcomes, "WG26-BPAEC-partial")
+        )["image"]
+        assert len(wg26["files"]) == 10  # every instance, the label and the map
+    finally:
+        repository.close()
 
 
 def test_stored_content_reopens_and_matches_the_source(
@@ -278,7 +319,7 @@ def test_sidecar_fills_the_hierarchy_and_filters_find_it(
     assert ids(diagnosis="254701007") == {svs_id}
     assert ids(diagnosis="melanoma") == {svs_id}
     assert ids(diagnosis="carcinoma") == set()
-    assert ids(format="dicom") == {dicom_id}
+    assert ids(format="dicom") == {svs_id, dicom_id}  # both are stored as DICOM
     assert ids(vendor="APERIO") == {svs_id}
     assert ids(mpp_min=0.4, mpp_max=0.6) == {svs_id}
     assert ids(dataset="tox-pilot") == {svs_id, dicom_id}
@@ -286,7 +327,8 @@ def test_sidecar_fills_the_hierarchy_and_filters_find_it(
 
     record = browsing.show_slide(repository, COMMAND_LINE, svs_id or "")
     assert record["dataset"]["title"] == "Toxicology pilot"
-    assert record["case"]["pseudonym"] == "C1"
+    # the sidecar's case id is replaced by its keyed pseudonym
+    assert record["case"]["pseudonym"].startswith("C-") and "C1" not in record["case"]["pseudonym"]
     assert record["specimen"]["observations"][0]["meaning"] == "Malignant melanoma of skin"
     assert record["slide"]["staining"]["compound"] == "hematoxylin and eosin"
     datasets = browsing.list_datasets(repository)
@@ -315,15 +357,21 @@ def test_registration_failure_after_storing_removes_the_stored_content(
     committed to the store: they must be removed again, and the first slide kept."""
     sidecar = tmp_path / "conflict.csv"
     sidecar.write_text(
-        "file,case,species\nCMU-1-Small-Region.svs,C1,Homo sapiens\nboxes.tiff,C1,Mus musculus\n"
+        "file,case,species\nCMU-1-Small-Region.svs,C1,Homo sapiens\n"
+        "small-crop.svs,C1,Mus musculus\n"
     )
     report = ingest_paths(
         repository,
-        [slides_dir / "aperio" / "CMU-1-Small-Region.svs", slides_dir / "synthetic" / "boxes.tiff"],
+        [
+            slides_dir / "aperio" / "CMU-1-Small-Region.svs",
+            slides_dir / "aperio" / "small-crop.svs",
+        ],
         sidecar_path=sidecar,
     )
     assert [o.status for o in report.outcomes] == ["ingested", "failed"]
-    assert "case 'C1' is 'Homo sapiens'" in (report.outcomes[1].reason or "")
+    assert "is 'Homo sapiens' in the catalogue, not 'Mus musculus'" in (
+        report.outcomes[1].reason or ""
+    )
     state = stored_state(repository)
     assert (state["images"], state["objects"], state["staging"]) == (1, 1, 0)
     assert checking.check_repository(repository, rehash=True).consistent
@@ -339,7 +387,7 @@ def _leave_orphan(repository: Repository, slide: Path) -> str:
     return key
 
 
-def test_an_orphan_left_by_a_crash_is_adopted_by_the_rerun(
+def test_an_orphan_left_by_a_crash_is_replaced_by_the_rerun(
     repository: Repository, cmu_small: Path
 ) -> None:
     key = _leave_orphan(repository, cmu_small)

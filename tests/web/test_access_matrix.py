@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -115,6 +116,8 @@ def listing(_: str, __: str) -> str | int:
 
 PIXELS = "pixels"  # allowed answers must be images
 LISTS = "lists"  # allowed answers list the slide iff the persona may read it
+DICOM_LISTS = "dicom-lists"  # allowed answers list the DICOM study iff the persona may read it
+DICOM_INSTANCE = "/dicomweb/studies/{study}/series/{series}/instances/{instance}"
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,12 @@ RULES: dict[tuple[str, str], Case] = {
     ),
     ("HEAD", "/iiif/3/{slide_id}/{region}/{size}/{rotation}/{quality_format}"): Case(slide_data),
     ("GET", "/api/datasets/{name}/cases"): Case(dataset_data),
+    # Downloads: the slide's or the dataset's stored DICOM files.
+    ("GET", "/api/slides/{slide_id}/download"): Case(slide_data),
+    ("GET", "/api/slides/{slide_id}/manifest"): Case(slide_data),
+    ("GET", "/api/slides/{slide_id}/files/{name}"): Case(slide_data),
+    ("GET", "/api/datasets/{name}/download"): Case(dataset_data),
+    ("GET", "/api/datasets/{name}/manifest"): Case(dataset_data),
     ("GET", "/api/datasets/{name}/cases/{pseudonym}"): Case(slide_data),
     ("GET", "/api/me/tokens"): Case(signed_in),
     ("POST", "/api/me/tokens"): Case(
@@ -237,6 +246,29 @@ RULES: dict[tuple[str, str], Case] = {
     ("GET", "/api/audit"): Case(admin),
     ("GET", "/datasets/{name}/audit"): Case(steward_page),
     ("GET", "/audit"): Case(admin_page),
+    # DICOMweb: searches list what the persona may read; reads of one study, series or
+    # instance are slide data; storing is for the dataset's stewards (no body here: 415).
+    ("GET", "/dicomweb/studies"): Case(listing, DICOM_LISTS),
+    ("GET", "/dicomweb/series"): Case(listing, DICOM_LISTS),
+    ("GET", "/dicomweb/instances"): Case(listing, DICOM_LISTS),
+    ("GET", "/dicomweb/studies/{study}/series"): Case(listing, DICOM_LISTS),
+    ("GET", "/dicomweb/studies/{study}/instances"): Case(listing, DICOM_LISTS),
+    ("GET", "/dicomweb/studies/{study}/series/{series}/instances"): Case(listing, DICOM_LISTS),
+    ("GET", "/dicomweb/studies/{study}"): Case(slide_data),
+    ("GET", "/dicomweb/studies/{study}/series/{series}"): Case(slide_data),
+    ("GET", DICOM_INSTANCE): Case(slide_data),
+    ("GET", "/dicomweb/studies/{study}/metadata"): Case(slide_data),
+    ("GET", "/dicomweb/studies/{study}/series/{series}/metadata"): Case(slide_data),
+    ("GET", DICOM_INSTANCE + "/metadata"): Case(slide_data),
+    ("GET", DICOM_INSTANCE + "/frames/{frames}"): Case(slide_data),
+    ("GET", DICOM_INSTANCE + "/bulkdata/{tag}"): Case(slide_data),
+    ("GET", DICOM_INSTANCE + "/frames/{frames}/rendered"): Case(slide_data, PIXELS),
+    ("GET", DICOM_INSTANCE + "/rendered"): Case(slide_data, PIXELS),
+    ("GET", DICOM_INSTANCE + "/thumbnail"): Case(slide_data, PIXELS),
+    ("GET", "/dicomweb/studies/{study}/series/{series}/thumbnail"): Case(slide_data, PIXELS),
+    ("GET", "/dicomweb/studies/{study}/thumbnail"): Case(slide_data, PIXELS),
+    ("POST", "/dicomweb/studies"): Case(steward, query="?dataset=demo", status=(415,)),
+    ("POST", "/dicomweb/studies/{study}"): Case(steward, query="?dataset=demo", status=(415,)),
 }
 # Static files (stylesheet, OpenSeadragon, Swagger UI) are public; one file of each mount.
 MOUNTS = {
@@ -267,14 +299,15 @@ def routes(app: FastAPI) -> Iterator[tuple[str, str]]:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def world(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, slides_dir: Path
 ) -> Iterator[World]:
     home = tmp_path_factory.mktemp("matrix") / "repo"
+    dicom = slides_dir / "synthetic" / "boxes-dicom"  # for the DICOMweb routes
     if request.param == "sqlite":
-        yield build_world(home, None)
+        yield build_world(home, None, dicom)
         return
     admin_url = request.getfixturevalue("postgres_admin")
-    yield from (build_world(home, url) for url in _fresh_postgres_database(admin_url))
+    yield from (build_world(home, url, dicom) for url in _fresh_postgres_database(admin_url))
 
 
 def test_every_route_has_a_rule(world: World) -> None:
@@ -292,7 +325,13 @@ def _url(path: str, world: World, persona: str, case: Case) -> str:
     values = {
         "slide_id": world.slide_id,
         "public_id": world.slide_id,
-        "name": world.associated if "/associated/" in path else DATASET,
+        "name": (
+            world.associated
+            if "/associated/" in path
+            else world.stored_file
+            if "/files/" in path
+            else DATASET
+        ),
         "pseudonym": world.pseudonym,
         "level:int": "0",
         "column:int": "0",
@@ -307,6 +346,11 @@ def _url(path: str, world: World, persona: str, case: Case) -> str:
         "key": world.spare_keys.get(persona, "000000000000"),
         "user": "plain",
         "role": "viewer",
+        "study": world.dicom[0],
+        "series": world.dicom[1],
+        "instance": world.dicom[2],
+        "frames": "1",
+        "tag": "7FE00010",
     }
     for name, value in values.items():
         path = path.replace("{" + name + "}", value)
@@ -413,6 +457,11 @@ def _check(
                 return f"allowed but not an image: {response.headers.get('content-type')}"
             if policy != "open" and "private" not in response.headers.get("cache-control", ""):
                 return f"pixels of a {policy} dataset cached publicly"
+        if case.kind == DICOM_LISTS:
+            listed = world.dicom[0] in response.text
+            reader = {"read-token": "steward", "no-csrf": "plain"}.get(persona, persona)
+            if listed != can_read_data(reader, policy):
+                return f"DICOM study {'listed' if listed else 'not listed'} for this persona"
         if case.kind == LISTS:
             listed = world.slide_id in response.text
             reader = {"read-token": "steward", "no-csrf": "plain"}.get(persona, persona)

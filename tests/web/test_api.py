@@ -17,6 +17,7 @@ from slidebank.services import ingesting
 from slidebank.services.repository import open_repository
 from slidebank.slides import open_slide
 from slidebank.web.app import create_app
+from tests.helpers import pseudonym_in
 from tests.served import ServedRepository
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "instance"}
@@ -71,9 +72,12 @@ def test_one_dataset_has_counts_and_unknown_is_404(client: TestClient) -> None:
 def test_cases_of_a_dataset_and_one_case(client: TestClient, served: ServedRepository) -> None:
     page = client.get("/api/datasets/demo/cases").json()
     assert page["total"] == 1
-    assert page["items"][0]["pseudonym"] == "DEMO-001"
+    # the sidecar's case id DEMO-001, replaced by its keyed pseudonym
+    pseudonym = pseudonym_in(served.settings, "case", "DEMO-001")
+    assert page["items"][0]["pseudonym"] == pseudonym
     assert page["items"][0]["slides"] == [served.demo_id]
-    case = client.get("/api/datasets/demo/cases/DEMO-001").json()
+    assert client.get("/api/datasets/demo/cases/DEMO-001").status_code == 404
+    case = client.get(f"/api/datasets/demo/cases/{pseudonym}").json()
     specimen = case["specimens"][0]
     assert (case["species"], specimen["anatomical_site"]) == ("Homo sapiens", "colon")
     assert specimen["observations"][0]["text"] == "Colonic glands with FHL2 expression"
@@ -116,7 +120,7 @@ def test_slide_record_is_complete_and_unknown_is_404(
 ) -> None:
     record = client.get(f"/api/slides/{served.demo_id}").json()
     assert record["id"] == served.demo_id
-    assert record["case"]["pseudonym"] == "DEMO-001"
+    assert record["case"]["pseudonym"] == pseudonym_in(served.settings, "case", "DEMO-001")
     assert record["slide"]["staining"]["target"] == "FHL2"
     assert record["image"]["width"] == 8192 and record["image"]["vendor"] == "aperio"
     assert_problem(client.get("/api/slides/sb-doesnotexist"), 404, "sb-doesnotexist")
@@ -161,14 +165,14 @@ def test_associated_images_and_unknown_names(client: TestClient, served: ServedR
             "associated_images"
         ]
     ]
-    assert "label" in names
+    assert names == ["thumbnail"]  # the label and the macro are not kept
     for name in names:
         response = client.get(f"/api/slides/{served.demo_id}/associated/{name}?format=png")
         assert response.status_code == 200
         assert decoded(response).format == "PNG"
     assert_problem(client.get(f"/api/slides/{served.demo_id}/associated/nothing"), 404, "nothing")
     assert_problem(
-        client.get(f"/api/slides/{served.demo_id}/associated/label?format=bmp"), 422, "format"
+        client.get(f"/api/slides/{served.demo_id}/associated/thumbnail?format=bmp"), 422, "format"
     )
 
 

@@ -86,3 +86,29 @@ class DatasetEntry:
     version: str | None = None
     licence: str | None = None
     description: str | None = None
+
+
+@dataclass(frozen=True)
+class DicomInstanceEntry:
+    """One DICOM instance file of a stored slide, as the DICOMweb index keeps it."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    file_name: str
+    """Relative path inside the slide's stored content folder."""
+    number_of_frames: int
+    rows: int | None
+    columns: int | None
+    modality: str | None
+    patient_id: str | None
+    patient_name: str | None
+    study_date: str | None
+    accession_number: str | None
+    study_id: str | None
+    series_number: int | None
+    instance_number: int | None
+    attributes: dict[str, Any]
+    """The attributes QIDO-RS answers with, as DICOM JSON (no bulk data)."""

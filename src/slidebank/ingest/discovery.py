@@ -196,11 +196,12 @@ def _dicom_series(path: Path) -> tuple[str, str] | None:
                 stop_before_pixels=True,
                 specific_tags=["SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID"],
             )
+            # Values are converted when read, so a malformed one raises here, not above.
+            if str(header.get("SOPClassUID", "")) != WSI_SOP_CLASS:
+                return None
+            return str(header.get("StudyInstanceUID", "")), str(header.get("SeriesInstanceUID", ""))
     except (InvalidDicomError, OSError, ValueError, KeyError, EOFError):
         return None
-    if str(header.get("SOPClassUID", "")) != WSI_SOP_CLASS:
-        return None
-    return str(header.get("StudyInstanceUID", "")), str(header.get("SeriesInstanceUID", ""))
 
 
 def _index_parts(path: Path) -> SlideSource | None:

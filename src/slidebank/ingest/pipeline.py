@@ -6,6 +6,7 @@ promise that a failure at any step leaves no catalogue row and no stored file.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -14,15 +15,18 @@ from typing import Literal
 
 from sqlalchemy.exc import IntegrityError
 
-from slidebank.catalog import queries
+from slidebank.catalog import dicom_queries, queries
 from slidebank.catalog.database import Catalogue
 from slidebank.catalog.entries import DatasetEntry, ScanEntry, SlideEntry, StoredFile
 from slidebank.config import Settings
+from slidebank.deid.pseudonyms import repository_key
 from slidebank.errors import SlidebankError, StorageError, without_location
+from slidebank.ingest.deidentify import deidentify
 from slidebank.ingest.describe import describe
+from slidebank.ingest.dicom_index import describe_instances
 from slidebank.ingest.discovery import SlideSource
 from slidebank.ingest.sidecar import Sidecar
-from slidebank.ingest.store import stage_copy
+from slidebank.ingest.store import Destination, stage_copy
 from slidebank.ingest.thumbnail import write_thumbnail
 from slidebank.ingest.validate import check_dimensions, validate
 from slidebank.slides import SlideReader, open_slide
@@ -59,6 +63,13 @@ class IngestContext:
     store: BlobStore
     dataset: DatasetEntry
     sidecar: Sidecar | None = None
+    _key: bytes | None = None
+
+    def key(self) -> bytes:
+        """The repository's pseudonym key, read once per batch."""
+        if self._key is None:
+            self._key = repository_key(self.settings)
+        return self._key
 
 
 def ingest_source(
@@ -91,16 +102,34 @@ def _ingest(
     with open_slide(source.files) as reader:
         check_dimensions(reader, source.display)
         with store.stage() as staging:
-            checksum, files = _validate_while_copying(context, source, reader, staging, progress)
+            dicom = settings.stored_form == "dicom"
+            destination: Destination = "content"
+            if dicom:
+                destination = "original" if settings.keep_originals else None
+            checksum, files = _validate_while_copying(
+                context, source, reader, staging, progress, destination
+            )
             known = _registered(context, checksum)
             if known is not None:
                 return _duplicate(source, known, reader.info.format)
-            scan = describe(reader, checksum, files, source.display)
-            write_thumbnail(reader, staging.thumbnail_path, settings.thumbnail_size)
+            if dicom:
+                done = deidentify(source, reader, staging, settings, context.key(), entry, checksum)
+                entry = done.entry
+                with open_slide(tuple(staging.content / f.name for f in done.files)) as stored:
+                    scan = describe(stored, checksum, done.files, done.names.slide)
+                    scan = _with_source_format(scan, reader)
+                    write_thumbnail(stored, staging.thumbnail_path, settings.thumbnail_size)
+            else:
+                scan = describe(reader, checksum, files, source.display)
+                write_thumbnail(reader, staging.thumbnail_path, settings.thumbnail_size)
             store.prepare(staging)
             with store.registration_lock():
                 # Under the lock no other ingest commits or registers, so an object this
                 # run created is referenced by no row but the one it is about to write.
+                if store.exists(scan.storage_key) and _registered(context, checksum) is None:
+                    # Left by a run killed before its catalogue commit. Its converted files
+                    # differ from ours (new UIDs), so ours replace it rather than adopt it.
+                    store.delete(scan.storage_key)
                 created = store.commit(staging, scan.storage_key)
                 try:
                     public_id = _register(context, scan, entry)
@@ -118,6 +147,18 @@ def _ingest(
     )
 
 
+def _with_source_format(scan: ScanEntry, source: SlideReader) -> ScanEntry:
+    """The stored DICOM's facts, with the source's vendor and format (neither identifies)."""
+    properties = dict(scan.properties)
+    properties["slidebank.source-format"] = source.info.format
+    return dataclasses.replace(
+        scan,
+        vendor=source.info.vendor or scan.vendor,
+        objective_power=scan.objective_power or source.info.objective_power,
+        properties=properties,
+    )
+
+
 def _registered(context: IngestContext, checksum: str) -> str | None:
     """The public id of the slide with this content, if the catalogue has one."""
     with context.catalogue.reading() as session:
@@ -127,10 +168,15 @@ def _registered(context: IngestContext, checksum: str) -> str | None:
 
 def _register(context: IngestContext, scan: ScanEntry, entry: SlideEntry | None) -> str | None:
     """One transaction; None when the same content was registered meanwhile (a duplicate)."""
+    # The DICOMweb index of the stored files (none for non-DICOM slides), read before the
+    # transaction so that it holds no lock while reading headers.
+    instances = describe_instances(context.store.content_dir(scan.storage_key))
     try:
         with context.catalogue.transaction() as session:
             dataset = queries.ensure_dataset(session, context.dataset)
-            return queries.add_scanned_slide(session, dataset, scan, entry).public_id
+            image = queries.add_scanned_slide(session, dataset, scan, entry)
+            dicom_queries.add_instances(session, image, instances)
+            return image.public_id
     except IntegrityError:
         if _registered(context, scan.checksum) is not None:
             return None
@@ -147,6 +193,7 @@ def _validate_while_copying(
     reader: SlideReader,
     staging: Staging,
     progress: Callable[[int], None] | None,
+    destination: Destination,
 ) -> tuple[str, tuple[StoredFile, ...]]:
     """Validate on one core while hashing and copying on the other.
 
@@ -171,7 +218,9 @@ def _validate_while_copying(
     with ThreadPoolExecutor(1, thread_name_prefix="slidebank-validate") as pool:
         validation = pool.submit(validate_or_flag)
         try:
-            result = stage_copy(source, staging, context.settings.copy_chunk_bytes, copied)
+            result = stage_copy(
+                source, staging, context.settings.copy_chunk_bytes, copied, destination
+            )
         except _CopyCancelled:
             validation.result()  # raises the validation error
             raise

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import Literal
 
 from slidebank.catalog.entries import StoredFile
 from slidebank.ingest.discovery import SlideSource
-from slidebank.storage import Staging, copy_and_hash
+from slidebank.storage import Staging, copy_and_hash, hash_file
+
+Destination = Literal["content", "original", None]
 
 
 def stage_copy(
@@ -15,11 +18,18 @@ def stage_copy(
     staging: Staging,
     chunk_bytes: int,
     progress: Callable[[int], None] | None = None,
+    destination: Destination = "content",
 ) -> tuple[str, tuple[StoredFile, ...]]:
-    """Copy every file into ``staging``; return the slide's checksum and its stored files."""
+    """Copy every file into ``staging`` (as the stored content, as kept originals, or not at
+    all: hashed only); return the slide's checksum and its files."""
     stored = []
     for path, name in zip(source.files, source.names, strict=True):
-        digest, size = copy_and_hash(path, staging.content_path(name), chunk_bytes, progress)
+        if destination == "content":
+            digest, size = copy_and_hash(path, staging.content_path(name), chunk_bytes, progress)
+        elif destination == "original":
+            digest, size = copy_and_hash(path, staging.original_path(name), chunk_bytes, progress)
+        else:
+            digest, size = hash_file(path, chunk_bytes, progress)
         stored.append(StoredFile(name=name, original=path.name, sha256=digest, size=size))
     return slide_checksum(stored, source.names_matter), tuple(stored)
 

@@ -58,6 +58,11 @@ class SlideReader(ABC):
         """Where a level's tiles lie in a TIFF file, for structural checks; None elsewhere."""
         return None
 
+    def has_every_tile(self, level: int) -> bool:
+        """Whether every tile of the level's grid is stored, each readable raw (a TIFF tile
+        index, or a DICOM instance with one frame per tile), so mosaics of raw tiles work."""
+        return self.stored_tiles(level) is not None
+
     def read_tile(self, level: int, column: int, row: int) -> Image.Image:
         """The decoded tile at (column, row) of ``level``, cut to the level's edge."""
         lvl = self._level(level)

@@ -9,6 +9,8 @@ Layout under the store's root::
 
     objects/ab/<key>/content/...   the slide's files, under neutral names
     objects/ab/<key>/thumbnail.jpg
+    objects/ab/<key>/deid/         de-identification report, sealed identifying values
+    objects/ab/<key>/original/     the source files, only when originals are kept
     staging/<random>/              work in progress, each with a .lock file
 """
 
@@ -63,9 +65,25 @@ class Staging:
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
 
+    def original_path(self, name: str) -> Path:
+        """Where a kept original file goes: beside the content, never served."""
+        relative = Path(name)
+        if relative.is_absolute() or ".." in relative.parts:
+            raise InvalidInput(f"{name}: not a safe relative name inside a slide")
+        target = self.path / "original" / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
     @property
     def thumbnail_path(self) -> Path:
         return self.path / "thumbnail.jpg"
+
+    @property
+    def deid_dir(self) -> Path:
+        """The de-identification report and the sealed identifying values."""
+        path = self.path / "deid"
+        path.mkdir(exist_ok=True)
+        return path
 
     def release(self) -> None:
         with contextlib.suppress(OSError):
@@ -88,6 +106,8 @@ class BlobStore(Protocol):
     def content_dir(self, key: str) -> Path: ...
 
     def thumbnail_path(self, key: str) -> Path: ...
+
+    def deid_dir(self, key: str) -> Path: ...
 
     def delete(self, key: str) -> None: ...
 
@@ -124,6 +144,9 @@ class LocalBlobStore:
 
     def thumbnail_path(self, key: str) -> Path:
         return self.object_dir(key) / "thumbnail.jpg"
+
+    def deid_dir(self, key: str) -> Path:
+        return self.object_dir(key) / "deid"
 
     def exists(self, key: str) -> bool:
         return self.object_dir(key).is_dir()

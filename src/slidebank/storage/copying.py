@@ -87,3 +87,31 @@ def copy_and_hash(
         error = write_error[0]
         raise StorageError(f"{target}: write failed ({error.strerror or error})") from error
     return digest.hexdigest(), size
+
+
+def hash_file(
+    source: Path,
+    chunk_bytes: int = 8 * 1024 * 1024,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[str, int]:
+    """SHA-256 and size of ``source`` without copying it (when only a derived form is kept)."""
+    digest = hashlib.sha256()
+    size = 0
+    buffer = bytearray(chunk_bytes)
+    try:
+        handle = source.open("rb", buffering=0)
+    except OSError as exc:
+        raise InvalidInput(f"{source}: cannot read ({exc.strerror or exc})") from exc
+    with handle:
+        while True:
+            try:
+                length = handle.readinto(buffer)  # type: ignore[attr-defined]
+            except OSError as exc:
+                raise InvalidInput(f"{source}: read failed ({exc.strerror or exc})") from exc
+            if not length:
+                break
+            digest.update(memoryview(buffer)[:length])
+            size += length
+            if progress is not None:
+                progress(length)
+    return digest.hexdigest(), size

@@ -118,8 +118,8 @@ def assembles_from_stored_tiles(reader: SlideReader, scale: float) -> bool:
     level = reader.info.levels[found[0]]
     if level.tile_size is None or level.tile_size.width % found[1]:
         return False
-    # Only a TIFF tile index promises every tile of the grid; DICOM pyramids may be sparse.
-    if reader.stored_tiles(found[0]) is None:
+    # Sparse pyramids (DICOM TILED_SPARSE) leave holes that only the general path fills.
+    if not reader.has_every_tile(found[0]):
         return False
     tile = reader.read_raw_tile(found[0], 0, 0)
     if tile is None or tile.media_type != "image/jpeg":

@@ -22,7 +22,17 @@ from slidebank.services import accounts
 from slidebank.services.open_slides import OpenSlides
 from slidebank.services.repository import open_repository
 from slidebank.services.serving import ServingOptions
-from slidebank.web import access_api, account_pages, api, docs, pages, problems, tiles
+from slidebank.web import (
+    access_api,
+    account_pages,
+    api,
+    dicomweb,
+    docs,
+    downloads,
+    pages,
+    problems,
+    tiles,
+)
 from slidebank.web.state import AppState, ForgetAccessOnWrites
 
 READ_FLUSH_S = 10.0
@@ -31,7 +41,8 @@ log = logging.getLogger("slidebank.web")
 DESCRIPTION = """\
 Slidebank's HTTP API: datasets, cases and slides of the catalogue; thumbnails, associated
 images and regions of slides at any level or resolution; DeepZoom tiles for OpenSeadragon
-under `/deepzoom/` and the IIIF Image API 3.0 (level 2) under `/iiif/3/`.
+under `/deepzoom/`, the IIIF Image API 3.0 (level 2) under `/iiif/3/`, and DICOMweb (QIDO-RS,
+WADO-RS, STOW-RS) under `/dicomweb/`.
 
 Errors are problem details (RFC 9457, `application/problem+json`). Image responses are
 immutable: they carry an `ETag` and `Cache-Control: immutable`, and answer `If-None-Match`
@@ -83,6 +94,8 @@ def create_app(settings: Settings) -> FastAPI:
     tiles.install(app)
     app.include_router(api.router)
     app.include_router(access_api.router)
+    app.include_router(dicomweb.router)
+    app.include_router(downloads.router)
     pages.install(app)
     account_pages.install(app)
     docs.install(app)

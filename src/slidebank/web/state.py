@@ -16,6 +16,7 @@ from slidebank.access.policy import Action, DatasetGate, DatasetPolicy, require
 from slidebank.config import Settings
 from slidebank.errors import NotFound
 from slidebank.services import accounts
+from slidebank.services.dicomweb import DicomReads
 from slidebank.services.open_slides import OpenSlides, ServedSlide
 from slidebank.services.repository import Repository
 from slidebank.services.serving import ServingOptions
@@ -39,6 +40,7 @@ class AppState:
     credentials: CredentialCache = field(default_factory=CredentialCache)
     reads: ReadTally = field(default_factory=ReadTally)
     oidc: OidcClient | None = None  # made at the first OpenID Connect sign-in
+    dicom_reads: DicomReads | None = None  # made at the first DICOMweb read
     _gates: dict[int, DatasetGate] = field(default_factory=dict)
     _gates_until: float = 0.0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
-from slidebank.catalog import access_tables  # noqa: F401  (registers its tables)
+from slidebank.catalog import access_tables, dicom_tables  # noqa: F401  (register their tables)
 from slidebank.catalog.tables import Base
 
 # Any fixed number: the PostgreSQL advisory lock that serialises concurrent migrations.

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import warnings
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import pydicom
 from PIL import Image
 
 from slidebank.errors import CorruptSlide, NotFound
 from slidebank.geometry import Mpp, Point, Size
+from slidebank.slides.dicom_frames import FrameTable, frame_table, read_frame
 from slidebank.slides.model import AssociatedImageInfo, Level, RawTile, SlideInfo
 from slidebank.slides.reader import SlideReader
 from slidebank.slides.sniff import is_dicom
@@ -45,6 +49,10 @@ class WsiDicomReader(SlideReader):
                 f"{files[0].parent}: not a readable DICOM whole-slide image ({exc})"
             ) from exc
         self._levels = list(self._wsi.levels)
+        self._frames_lock = threading.Lock()
+        self._frame_tables: dict[int, tuple[int, FrameTable, int] | None] = {}
+        self._open_fds: list[int] = []
+        self._uid_paths: dict[str, Path] | None = None
         if not self._levels:
             self._wsi.close()
             raise CorruptSlide(f"{files[0].parent}: DICOM files hold no pyramid level")
@@ -76,6 +84,9 @@ class WsiDicomReader(SlideReader):
             except Exception:  # noqa: S112 - wsidicom raises various errors for "absent"
                 continue
             associated.append(AssociatedImageInfo(name, Size(*image.size)))
+        thumbnail = self._thumbnail_size()
+        if thumbnail is not None:
+            associated.append(AssociatedImageInfo("thumbnail", thumbnail))
         return SlideInfo(
             format="dicom",
             vendor=self._manufacturer(),
@@ -102,7 +113,8 @@ class WsiDicomReader(SlideReader):
     @cached_property
     def _base_dataset(self) -> Any:
         """The pydicom dataset of the base level's first instance."""
-        return self._levels[0].default_instance.dataset.as_dataset()
+        # WsiDataset is a pydicom Dataset (wsidicom >= 0.21 dropped ``as_dataset``).
+        return self._levels[0].default_instance.dataset
 
     def _properties(self) -> dict[str, str]:
         base = self._levels[0]
@@ -146,8 +158,21 @@ class WsiDicomReader(SlideReader):
         canvas.paste(region.convert("RGB"), (left - x0, top - y0))
         return canvas
 
+    def _thumbnail_size(self) -> Size | None:
+        """The largest THUMBNAIL instance of the pyramid (a scanner's own), if any."""
+        thumbnails: Any = getattr(self._wsi.pyramid, "thumbnails", None)
+        sizes = [Size(t.size.width, t.size.height) for t in (thumbnails or [])]
+        return max(sizes, key=lambda size: size.area) if sizes else None
+
     def associated_image(self, name: str) -> Image.Image:
-        readers = {"label": self._wsi.read_label, "macro": self._wsi.read_overview}
+        thumbnail = self._thumbnail_size()
+        readers = {
+            "label": self._wsi.read_label,
+            "macro": self._wsi.read_overview,
+            "thumbnail": lambda: self._wsi.read_thumbnail(
+                (thumbnail.width, thumbnail.height) if thumbnail else 512
+            ),
+        }
         if name not in readers or name not in self.info.associated_names:
             raise NotFound(f"{self.files[0].parent}: no associated image {name!r}")
         image: Image.Image = readers[name]()
@@ -169,13 +194,77 @@ class WsiDicomReader(SlideReader):
         media_type = FRAME_MEDIA_TYPES.get(str(image_data.transfer_syntax))
         if media_type is None:
             return None
+        frames = self._frames(level)
         try:
-            data = self._wsi.read_encoded_tile(self._levels[level].level, (column, row))
+            if frames is not None:
+                fd, table, columns = frames
+                data = read_frame(fd, table.frames[row * columns + column])
+            else:
+                data = self._wsi.read_encoded_tile(self._levels[level].level, (column, row))
         except Exception as exc:
             raise CorruptSlide(
                 f"{self.files[0].parent}: tile ({column}, {row}) at level {level}: {exc}"
             ) from exc
+        if media_type == "image/jpeg" and data.endswith(b"\xff\xd9\x00"):
+            # DICOM pads odd-length frames to even with one zero byte after EOI; the JPEG
+            # stream itself is what the scanner wrote.
+            data = data[:-1]
         return RawTile(data=bytes(data), media_type=media_type)
 
+    def has_every_tile(self, level: int) -> bool:
+        return self._frames(level) is not None
+
+    def _frames(self, level: int) -> tuple[int, FrameTable, int] | None:
+        """The open file, frame table and tile columns of a level stored as one TILED_FULL
+        instance with one frame per tile, else None.
+
+        Frames are then read with one ``pread`` each, as stored: wsidicom's
+        ``read_encoded_tile`` decodes, crops and re-encodes tiles at the right and bottom
+        edges, which would neither be passthrough nor fast."""
+        with self._frames_lock:
+            if level in self._frame_tables:
+                return self._frame_tables[level]
+            found = self._frame_table_of(level)
+            self._frame_tables[level] = found
+            return found
+
+    def _frame_table_of(self, level: int) -> tuple[int, FrameTable, int] | None:
+        instance: Any = self._levels[level].default_instance
+        dataset = instance.dataset
+        grid = self.info.levels[level].grid
+        if grid is None or len(instance.datasets) != 1:
+            return None
+        if dataset.get("DimensionOrganizationType", "TILED_FULL") != "TILED_FULL":
+            return None
+        if int(dataset.get("NumberOfFrames") or 1) != grid.area:
+            return None
+        path = self._paths_by_uid().get(str(dataset.SOPInstanceUID))
+        if path is None:
+            return None
+        table = frame_table(path)
+        if len(table) != grid.area:
+            return None
+        fd = os.open(path, os.O_RDONLY)
+        self._open_fds.append(fd)
+        return fd, table, grid.width
+
+    def _paths_by_uid(self) -> dict[str, Path]:
+        if self._uid_paths is None:
+            found = {}
+            for path in self.files:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    header = pydicom.dcmread(
+                        path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]
+                    )
+                found[str(header.SOPInstanceUID)] = path
+            self._uid_paths = found
+        return self._uid_paths
+
     def close(self) -> None:
+        with self._frames_lock:
+            for fd in self._open_fds:
+                os.close(fd)
+            self._open_fds.clear()
+            self._frame_tables.clear()
         self._wsi.close()

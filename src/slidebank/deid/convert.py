@@ -1,0 +1,237 @@
+"""Conversion of one source slide into de-identified DICOM WSI files in a folder.
+
+Scanner files go through wsidicomizer (stored JPEG tiles of SVS, NDPI and Philips TIFF are
+passed through; other sources are transcoded at the configured quality) without the label,
+without the overview unless asked, and without the confidential metadata it would carry
+over; our pseudonyms replace the identifiers and the Basic Profile runs on every dataset it
+writes. DICOM sources keep their frames byte for byte: each instance's header goes through
+the same profile and its pixel data is copied after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pydicom.config
+from pydicom import Dataset, FileMetaDataset
+
+from slidebank.deid.profile import ProfileReport, Pseudonyms, deidentify_dataset
+from slidebank.deid.pseudonyms import Pseudonymizer
+from slidebank.errors import CorruptSlide, UnsupportedFormat
+from slidebank.slides.sniff import is_dicom
+
+COPY_CHUNK = 8 * 1024 * 1024
+# Image types of instances that show the physical slide (its paper label, handwriting,
+# barcode) rather than tissue.
+LABEL_TYPES = {"LABEL"}
+OVERVIEW_TYPES = {"OVERVIEW", "REGIONLOCALIZER"}
+# wsidicomizer's sources in the order tried: opentile passes stored tiles through;
+# tiffslide and OpenSlide read what opentile does not, transcoding.
+SOURCES = ("opentile", "tiffslide", "openslide")
+# The extended offset table: 64-bit offsets, so a level may exceed 4 GiB (the basic one
+# cannot), and readers find any frame without scanning the item headers.
+OFFSET_TABLE = "eot"
+# Tiles per batch a wsidicomizer worker reads and queues when stored tiles are passed
+# through (opentile). Left to the source, SVS asks for batches of 2 tiles, and the per-batch
+# overhead of wsidicom's thread pipeline (futures, queues, the GIL) made a 2 GB SVS convert
+# in about 15 s instead of about 5 s. 64 is a multiple of an NDPI frame's width in tiles, so
+# no frame is read twice. Transcoding sources keep their own batch size: there a batch is
+# decoded pixels, and 64 decoded 512 px tiles would be 50 MB per batch in flight.
+PASSTHROUGH_CHUNK_TILES = 64
+
+
+@dataclass(frozen=True)
+class ConversionOptions:
+    known_values: tuple[str, ...] = ()
+    """Identifying values of the source, cleaned from any text attribute left."""
+    keep_overview: bool = False
+    jpeg_quality: int = 90
+    workers: int = 2
+
+
+@dataclass
+class Conversion:
+    """What a conversion wrote and what it left out."""
+
+    files: list[Path] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
+    """Image types left out, with the source file's position (never its name)."""
+    profile: ProfileReport = field(default_factory=ProfileReport)
+    method: str = ""
+
+
+def convert(
+    files: tuple[Path, ...],
+    target: Path,
+    names: Pseudonyms,
+    pseudonymizer: Pseudonymizer,
+    options: ConversionOptions,
+) -> Conversion:
+    """Write the de-identified DICOM instances of the slide in ``files`` into ``target``."""
+    target.mkdir(parents=True, exist_ok=True)
+    if all(is_dicom(path) for path in files):
+        result = _rewrite_dicom(files, target, names, pseudonymizer, options)
+    else:
+        result = _dicomize(files[0], target, names, pseudonymizer, options)
+    for path in result.files:
+        _fsync(path)
+    return result
+
+
+def _rewrite_dicom(
+    files: tuple[Path, ...],
+    target: Path,
+    names: Pseudonyms,
+    pseudonymizer: Pseudonymizer,
+    options: ConversionOptions,
+) -> Conversion:
+    result = Conversion(method="DICOM headers de-identified, frames copied byte for byte")
+    left_out = LABEL_TYPES | (set() if options.keep_overview else OVERVIEW_TYPES)
+    for position, path in enumerate(files, start=1):
+        with path.open("rb") as source:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    dataset = pydicom.dcmread(source, stop_before_pixels=True)
+            except Exception as exc:  # pydicom raises many kinds for malformed headers
+                raise CorruptSlide(f"{path}: unreadable DICOM header ({exc})") from exc
+            kinds = {str(value).upper() for value in dataset.get("ImageType", [])}
+            if kinds & left_out:
+                result.excluded.append(
+                    f"instance {position}: {', '.join(sorted(kinds & left_out))}"
+                )
+                continue
+            pixels_at = source.tell()
+            result.profile.merge(
+                deidentify_dataset(dataset, names, pseudonymizer, known_values=options.known_values)
+            )
+            dataset.file_meta = _fresh_file_meta(dataset)
+            out_path = target / f"{dataset.SOPInstanceUID}.dcm"
+            with out_path.open("xb") as out:
+                dataset.save_as(out, enforce_file_format=True)
+                source.seek(pixels_at)
+                shutil.copyfileobj(source, out, COPY_CHUNK)
+        result.files.append(out_path)
+    if not result.files:
+        raise UnsupportedFormat(
+            f"{files[0].parent}: no image instance is left after de-identification"
+        )
+    return result
+
+
+def _dicomize(
+    path: Path,
+    target: Path,
+    names: Pseudonyms,
+    pseudonymizer: Pseudonymizer,
+    options: ConversionOptions,
+) -> Conversion:
+    from wsidicom.codec import JpegSettings
+    from wsidicom.metadata import Patient, PatientDeIdentification, Slide, Study
+
+    with _pydicom_validation_kept():
+        from wsidicomizer import WsiDicomizer
+        from wsidicomizer.metadata import WsiDicomizerMetadata
+        from wsidicomizer.wsidicomizer import SourceIdentifier
+
+    report = ProfileReport()
+
+    def post_process(dataset: Dataset, metadata: Any) -> Dataset:
+        # UIDs are new already (wsidicomizer makes them); replacing them here would break
+        # the links it writes between instances.
+        report.merge(
+            deidentify_dataset(
+                dataset,
+                names,
+                pseudonymizer,
+                replace_uids=False,
+                known_values=options.known_values,
+            )
+        )
+        return dataset
+
+    metadata = WsiDicomizerMetadata(
+        patient=Patient(
+            identifier=names.patient,
+            name=names.patient,
+            de_identification=PatientDeIdentification(identity_removed=True),
+        ),
+        study=Study(identifier=names.case[:16]),
+        slide=Slide(identifier=names.slide),
+    )
+    errors = []
+    for source in SOURCES:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                written = WsiDicomizer.convert(
+                    path,
+                    target,
+                    metadata=metadata,
+                    include_label=False,
+                    include_overview=options.keep_overview,
+                    include_confidential=False,
+                    metadata_post_processor=post_process,
+                    workers=options.workers,
+                    encoding=JpegSettings(quality=options.jpeg_quality),
+                    offset_table=OFFSET_TABLE,
+                    chunk_size=PASSTHROUGH_CHUNK_TILES if source == "opentile" else None,
+                    preferred_source=SourceIdentifier(source),
+                )
+        except Exception as exc:  # each source refuses in its own way; the next may read it
+            errors.append(f"{source}: {exc}")
+            _empty(target)
+            continue
+        return Conversion(
+            files=sorted(Path(name) for name in written),
+            excluded=["label"] + ([] if options.keep_overview else ["overview"]),
+            profile=report,
+            method=f"wsidicomizer ({source})",
+        )
+    raise UnsupportedFormat(f"{path}: cannot convert to DICOM WSI ({'; '.join(errors)})")
+
+
+def _fresh_file_meta(dataset: Dataset) -> FileMetaDataset:
+    """Only what the file needs: the source's file meta names the software and station
+    that wrote it."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    meta.TransferSyntaxUID = dataset.file_meta.TransferSyntaxUID
+    return meta
+
+
+@contextlib.contextmanager
+def _pydicom_validation_kept() -> Iterator[None]:
+    """wsidicomizer sets pydicom's process-wide ``enforce_valid_values`` when imported, which
+    would make every later read of an off-standard file raise; put the modes back."""
+    settings = pydicom.config.settings
+    reading, writing = settings.reading_validation_mode, settings.writing_validation_mode
+    try:
+        yield
+    finally:
+        settings.reading_validation_mode, settings.writing_validation_mode = reading, writing
+
+
+def _empty(folder: Path) -> None:
+    for entry in folder.iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

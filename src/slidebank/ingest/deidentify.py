@@ -1,0 +1,148 @@
+"""De-identify step: convert the source into de-identified DICOM in staging, check every
+written byte against the source's identifying values, and keep the report and the sealed
+values beside the slide. A failed check fails the ingest: nothing is stored."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+
+from slidebank.catalog.entries import SlideEntry, StoredFile
+from slidebank.config import Settings
+from slidebank.deid import identifiers
+from slidebank.deid.convert import ConversionOptions, convert
+from slidebank.deid.identifiers import IdentifyingValue
+from slidebank.deid.profile import Pseudonyms, profile_actions
+from slidebank.deid.proof import verify_files
+from slidebank.deid.pseudonyms import Pseudonymizer
+from slidebank.deid.report import DeidReport
+from slidebank.deid.sealed import SEALED_NAME, seal
+from slidebank.errors import InvalidInput
+from slidebank.ingest.discovery import SlideSource
+from slidebank.slides.reader import SlideReader
+from slidebank.slides.sniff import is_dicom
+from slidebank.storage import Staging
+
+__all__ = ["Deidentified", "convert", "deidentify", "pseudonyms_for", "source_values"]
+
+
+@dataclass(frozen=True)
+class Deidentified:
+    entry: SlideEntry | None
+    """The sidecar entry with its identifiers replaced by pseudonyms."""
+    files: tuple[StoredFile, ...]
+    names: Pseudonyms
+    report: DeidReport
+
+
+def deidentify(
+    source: SlideSource,
+    reader: SlideReader,
+    staging: Staging,
+    settings: Settings,
+    key: bytes,
+    entry: SlideEntry | None,
+    checksum: str,
+) -> Deidentified:
+    pseudonymizer = Pseudonymizer(key)
+    found = source_values(source, reader, entry)
+    names = pseudonyms_for(pseudonymizer, settings, entry, checksum)
+    scanned = identifiers.spellings(found)
+    options = ConversionOptions(
+        known_values=tuple(value.value for value in scanned),
+        keep_overview=settings.keep_overview,
+        jpeg_quality=settings.transcode_quality,
+    )
+    conversion = convert(source.files, staging.content, names, pseudonymizer, options)
+    stored = sorted(staging.content.iterdir())
+    verification = verify_files(
+        [(path.name, path) for path in stored], scanned, overview_allowed=settings.keep_overview
+    )
+    if not verification.passed:
+        first = verification.findings[0]
+        raise InvalidInput(
+            f"{source.display}: de-identification check failed: {first.field} found in the "
+            f"converted file {first.file} at byte {first.offset} "
+            f"({len(verification.findings)} finding(s)); nothing was stored"
+        )
+    report = DeidReport(
+        source_format=reader.info.format,
+        conversion=conversion,
+        vendor_fields=[v.field for v in found if v.field not in ("file name", "folder name")],
+        file_names=len(source.files),
+        date_policy=settings.dates,
+        pseudonyms={"case": names.case, "slide": names.slide},
+        values_scanned=len(scanned),
+        too_short=identifiers.too_short(found),
+        verification=verification,
+    )
+    report.write(staging.deid_dir)
+    seal(staging.deid_dir / SEALED_NAME, scanned, key, checksum)
+    files = tuple(
+        StoredFile(
+            name=path.name,
+            original=path.name,
+            sha256=verification.checksums[path.name],
+            size=path.stat().st_size,
+        )
+        for path in stored
+    )
+    return Deidentified(_pseudonymous_entry(pseudonymizer, entry, names), files, names, report)
+
+
+def source_values(
+    source: SlideSource, reader: SlideReader, entry: SlideEntry | None
+) -> list[IdentifyingValue]:
+    """Everything identifying the source carries, and the identifiers its sidecar gives."""
+    found = identifiers.from_file_names(source.files)
+    found += identifiers.from_properties(reader.info.properties)
+    dicom_files = [path for path in source.files if is_dicom(path)]
+    if dicom_files:
+        targeted = {int(tag) for tag in profile_actions()}
+        found += identifiers.from_dicom((_header(path) for path in dicom_files), targeted)
+    if entry is not None:
+        for name in ("case", "specimen", "block", "slide"):
+            value = getattr(entry, name)
+            if value:
+                found.append(IdentifyingValue(f"sidecar {name}", value))
+    return found
+
+
+def pseudonyms_for(
+    pseudonymizer: Pseudonymizer, settings: Settings, entry: SlideEntry | None, checksum: str
+) -> Pseudonyms:
+    """The same case always gets the same pseudonym in one repository; a slide without a
+    case is a case of its own (by content)."""
+    case_source = entry.case if entry is not None and entry.case else f"content:{checksum}"
+    slide_source = entry.slide if entry is not None and entry.slide else f"content:{checksum}"
+    case = pseudonymizer.pseudonym("case", case_source)
+    return Pseudonyms(
+        patient=case,
+        case=case,
+        slide=pseudonymizer.pseudonym("slide", slide_source),
+        date_shift=pseudonymizer.date_shift(case_source) if settings.dates == "shift" else None,
+    )
+
+
+def _pseudonymous_entry(
+    pseudonymizer: Pseudonymizer, entry: SlideEntry | None, names: Pseudonyms
+) -> SlideEntry | None:
+    if entry is None:
+        return None
+    return dataclasses.replace(
+        entry,
+        case=names.case if entry.case else None,
+        slide=names.slide if entry.slide else None,
+        specimen=pseudonymizer.pseudonym("specimen", entry.specimen) if entry.specimen else None,
+        block=pseudonymizer.pseudonym("block", entry.block) if entry.block else None,
+    )
+
+
+def _header(path: Path) -> pydicom.Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(path, stop_before_pixels=True)

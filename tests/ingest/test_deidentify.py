@@ -1,0 +1,212 @@
+"""De-identification on the real scanner files: nothing the testdata README lists as
+identifying survives in any stored byte; the stored DICOM opens in wsidicom and OpenSlide;
+stored tiles are passed through."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import openslide
+import pydicom
+import pytest
+import tifffile
+
+from slidebank.access.policy import COMMAND_LINE
+from slidebank.catalog.queries import SlideFilter
+from slidebank.config import Settings
+from slidebank.services import browsing
+from slidebank.services.ingesting import ingest_paths
+from slidebank.services.repository import Repository, open_repository
+from slidebank.slides import open_slide
+
+# From ../shared/testdata/README.md: the identifying values each file carries.
+IDENTIFYING = {
+    "CMU-1-Small-Region.svs": [
+        "CMU-1",
+        "12/29/09",
+        "09:59:15",
+        "b414003d-95c6-48b0-9369-8010ed517ba7",
+        "CPAPERIOCS",
+        "2009-12-29",
+        "20091229",
+    ],
+    "test3-DAPI-2-(387).ndpi": [
+        "950291",
+        "950410",
+        "2017:02:07 13:06:43",
+        "2017/01/27",
+        "20170207",
+        "20170127",
+        "test3-DAPI-2-(387)",
+    ],
+}
+
+
+def _stored(repository: Repository, public_id: str) -> tuple[dict[str, object], Path]:
+    record = browsing.show_slide(repository, COMMAND_LINE, public_id)["image"]
+    return record, repository.store.object_dir(record["storage_key"])  # type: ignore[attr-defined]
+
+
+def _all_bytes(folder: Path) -> list[tuple[Path, bytes]]:
+    return [(path, path.read_bytes()) for path in sorted(folder.rglob("*")) if path.is_file()]
+
+
+def _ingest_one(repository: Repository, files: list[Path]) -> str:
+    report = ingest_paths(repository, files)
+    assert [o.status for o in report.outcomes] == ["ingested"], report.outcomes[0].reason
+    return report.outcomes[0].id or ""
+
+
+@pytest.mark.parametrize(
+    "relative", ["aperio/CMU-1-Small-Region.svs", "hamamatsu/test3-DAPI-2-(387).ndpi"]
+)
+def test_no_identifying_value_survives_in_any_stored_byte(
+    repository: Repository, slides_dir: Path, relative: str
+) -> None:
+    source = slides_dir / relative
+    public_id = _ingest_one(repository, [source])
+    record, folder = _stored(repository, public_id)
+    contents = _all_bytes(folder)
+    assert any(path.suffix == ".dcm" for path, _ in contents)
+    for value in IDENTIFYING[source.name]:
+        for encoding in ("ascii", "utf-16-le", "utf-16-be"):
+            needle = value.encode(encoding)
+            for path, data in contents:
+                assert needle not in data, f"{value!r} ({encoding}) in {path.name}"
+                assert needle.lower() not in data.lower(), f"{value!r} in {path.name}"
+    # nor in the catalogue's record of the slide
+    assert not any(value in json.dumps(record) for value in IDENTIFYING[source.name])
+
+
+def test_stored_dicom_has_no_label_or_overview_and_is_marked_deidentified(
+    repository: Repository, slides_dir: Path
+) -> None:
+    public_id = _ingest_one(repository, [slides_dir / "aperio" / "CMU-1-Small-Region.svs"])
+    record, folder = _stored(repository, public_id)
+    types = set()
+    for path in (folder / "content").iterdir():
+        dataset = pydicom.dcmread(path, stop_before_pixels=True)
+        types |= set(dataset.ImageType)
+        assert dataset.PatientIdentityRemoved == "YES"
+        assert dataset.PatientID.startswith("C-")
+        assert dataset.ContainerIdentifier.startswith("S-")
+    assert "VOLUME" in types and not types & {"LABEL", "OVERVIEW"}
+    assert [a["name"] for a in record["associated_images"]] == ["thumbnail"]
+    report = json.loads((folder / "deid" / "report.json").read_text())
+    assert report["check"]["passed"] and report["check"]["findings"] == []
+    assert {"aperio.Filename", "aperio.User", "aperio.ScanScope ID"} <= set(
+        report["vendor_fields_not_carried"]
+    )
+    assert set(report["images_left_out"]) == {"label", "overview"}
+
+
+def test_svs_level0_tiles_are_passed_through_byte_for_byte(
+    repository: Repository, cmu_small: Path
+) -> None:
+    public_id = _ingest_one(repository, [cmu_small])
+    _, folder = _stored(repository, public_id)
+    with tifffile.TiffFile(cmu_small) as tiff:
+        page = tiff.pages[0]
+        handle = tiff.filehandle
+        source_tiles = []
+        for offset, count in zip(page.dataoffsets, page.databytecounts, strict=True):
+            handle.seek(offset)
+            source_tiles.append(handle.read(count))
+    files = tuple((folder / "content").iterdir())
+    with open_slide(files) as stored:
+        grid = stored.info.levels[0].grid
+        assert grid is not None and grid.area == len(source_tiles)
+        for index, source_tile in enumerate(source_tiles):
+            raw = stored.read_raw_tile(0, index % grid.width, index // grid.width)
+            assert raw is not None
+            # The scan (entropy-coded data after SOS) is the source tile's, byte for byte;
+            # only the header around it may be completed with the shared tables.
+            scan = source_tile[source_tile.index(b"\xff\xda") :]
+            assert raw.data.endswith(scan), f"tile {index} was re-encoded"
+
+
+def test_stored_dicom_opens_in_openslide_and_matches_the_source_pixels(
+    repository: Repository, slides_dir: Path
+) -> None:
+    source = slides_dir / "hamamatsu" / "test3-DAPI-2-(387).ndpi"
+    public_id = _ingest_one(repository, [source])
+    _, folder = _stored(repository, public_id)
+    first = sorted((folder / "content").iterdir())[0]
+    with openslide.OpenSlide(source) as original, openslide.OpenSlide(first) as stored:
+        assert stored.dimensions == original.dimensions
+        region = ((1024, 1536), 0, (512, 512))
+        a = np.asarray(original.read_region(*region).convert("RGB"), dtype=np.int16)
+        b = np.asarray(stored.read_region(*region).convert("RGB"), dtype=np.int16)
+        # NDPI stripes are cut into tiles in the DCT domain (lossless): same pixels.
+        assert np.abs(a - b).max() == 0
+
+
+def test_wg26_dicom_keeps_its_frames_and_loses_label_and_map(
+    repository: Repository, wg26_files: tuple[Path, ...]
+) -> None:
+    public_id = _ingest_one(repository, [wg26_files[0].parent])
+    _, folder = _stored(repository, public_id)
+    stored = sorted((folder / "content").iterdir())
+    assert len(stored) == len(wg26_files) - 2  # the LABEL and the REGIONLOCALIZER are gone
+    source_uids = set()
+    for path in wg26_files:
+        dataset = pydicom.dcmread(path, stop_before_pixels=True)
+        source_uids |= {dataset.StudyInstanceUID, dataset.SeriesInstanceUID, dataset.SOPInstanceUID}
+    data = b"".join(path.read_bytes() for path in stored)
+    assert not any(uid.encode() in data for uid in source_uids)
+    with open_slide(tuple(wg26_files)) as original, open_slide(tuple(stored)) as copy:
+        assert copy.info.dimensions == original.info.dimensions
+        base = len(copy.info.levels) - 1
+        assert original.read_raw_tile(base, 0, 0) == copy.read_raw_tile(base, 0, 0)
+
+
+def test_case_pseudonym_is_keyed_and_stable(
+    tmp_path: Path, cmu_small: Path, database_url: str
+) -> None:
+    sidecar = tmp_path / "sidecar.csv"
+    sidecar.write_text("file,case,slide\nCMU-1-Small-Region.svs,H-2024-0042,H-2024-0042-A1\n")
+
+    def case_of(home: Path, key: str) -> str:
+        settings = Settings(home=home, database_url=None, pseudonym_key=key)  # type: ignore[arg-type]
+        repository = open_repository(settings)
+        try:
+            report = ingest_paths(repository, [cmu_small], sidecar_path=sidecar)
+            record = browsing.show_slide(repository, COMMAND_LINE, report.outcomes[0].id or "")
+            case = record["case"]
+            assert isinstance(case, dict)
+            return str(case["pseudonym"])
+        finally:
+            repository.close()
+
+    first = case_of(tmp_path / "a", "k" * 32)
+    assert first.startswith("C-") and "2024" not in first
+    assert case_of(tmp_path / "b", "k" * 32) == first
+    assert case_of(tmp_path / "c", "j" * 32) != first
+
+
+def test_a_leak_fails_the_ingest_and_stores_nothing(
+    repository: Repository, cmu_small: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fault injection: a converter that lets the scanner's user id through (as UTF-16, in
+    # a file of its own) must be caught by the check, and the ingest must leave nothing.
+    from slidebank.ingest import deidentify as step
+
+    real_convert = step.convert
+
+    def leaky_convert(*args: object, **kwargs: object) -> object:
+        result = real_convert(*args, **kwargs)  # type: ignore[arg-type]
+        target = args[1]
+        assert isinstance(target, Path)
+        (target / "extra.bin").write_bytes(
+            b"\0" * 100 + "b414003d-95c6-48b0-9369-8010ed517ba7".encode("utf-16-le")
+        )
+        return result
+
+    monkeypatch.setattr(step, "convert", leaky_convert)
+    outcome = ingest_paths(repository, [cmu_small]).outcomes[0]
+    assert outcome.status == "failed"
+    assert "de-identification check failed: aperio.User found" in (outcome.reason or "")
+    assert list(repository.store.iter_keys()) == []
+    assert browsing.page_of_slides(repository, COMMAND_LINE, SlideFilter())[1] == 0
