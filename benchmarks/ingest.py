@@ -1,17 +1,29 @@
-"""Benchmark: ``slidebank ingest`` of one large slide against the I/O floor.
+"""Benchmark: ``slidebank ingest`` of one large slide, converting it to de-identified DICOM.
 
-The floor is what any ingest must at least do: read the file to hash it and write a copy,
-measured as ``sha256sum FILE`` then ``cp FILE DEST`` (subprocesses, timed together), and as
-the same followed by ``sync DEST`` (the ingest fsyncs what it stores; cp does not).
+Four measurements alternate in one run, the order rotated every round so that drift favours
+none, each against a fresh folder on the repository's file system (removed, and dirty pages
+flushed with an untimed ``sync``, before the next):
 
-Floor and ingest alternate in one run (order swapped every repetition), each against a fresh
-folder on the repository's file system; every folder is removed, and dirty pages flushed
-with an untimed ``sync``, before the next measurement. The source slide is read once before
-the first measurement, so every measurement reads it from the page cache.
+- the I/O floor: ``sha256sum FILE`` then ``cp FILE DEST`` (subprocesses, timed together),
+  and the ``sync DEST`` that follows (the ingest fsyncs what it stores; cp does not);
+- ``slidebank ingest`` as configured by default: stored form ``dicom`` (wsidicomizer, stored
+  JPEG tiles passed through, byte scan of what it wrote, thumbnail from the stored DICOM);
+- the ``wsidicomizer`` command line converting the same file with the options that match
+  the ingest's (no label, no overview, no confidential metadata, same workers, offset table,
+  source and tiles per batch), then a timed ``sync`` of what it wrote;
+- ``slidebank ingest`` with ``SLIDEBANK_STORED_FORM=original`` (the scanner file stored as it
+  is), so that the cost of conversion is visible.
 
-Goals (from the issue): ingest wall time <= 1.5 x floor; ingest peak RSS <= 300 MB.
+The source slide is read once before the first measurement, so every measurement reads it
+from the page cache. Other processes' CPU time during each measurement (``/proc/stat`` minus
+ours) is recorded: on a shared machine it tells which figures were disturbed.
 
-    python benchmarks/ingest.py                       # >= 2 GB slide, 3 repetitions
+Goals: conversion ingest <= 2 x floor and <= 1.1 x the wsidicomizer command line (this
+issue); original-form ingest <= 1.5 x floor and ingest peak RSS <= 300 MB (the first ingest
+issue).
+
+    python benchmarks/ingest.py                            # >= 2 GB slide, 3 rounds
+    python benchmarks/ingest.py --repeat 5                 # the figures in the README
     python benchmarks/ingest.py --size-gb 0.2 --repeat 1   # smoke run
 """
 
@@ -53,11 +65,32 @@ DATA = BENCHMARKS / "data"
 RESULTS = BENCHMARKS / "results"
 BASE_WIDTH, BASE_HEIGHT = 100_000, 80_000  # about 2 GB of CMU-1-Small-Region tiles
 BASE_GB = 2.0
-GOAL_RATIO = 1.5
-CONCURRENT_STEP = "validate (concurrent with hash + copy)"
+GOAL_RATIO = 1.5  # original-form ingest / floor (first ingest issue)
+GOAL_CONVERT_FLOOR = 2.0  # conversion ingest / floor
+GOAL_CONVERT_WSIDICOMIZER = 1.1  # conversion ingest / wsidicomizer command line
+CONCURRENT_STEP = "validate (concurrent with hashing)"
 GOAL_RSS_MB = 300.0
+KINDS = ("floor", "ingest", "wsidicomizer", "original")
 FREE_SPACE_FACTOR = 3
 READ_CHUNK = 16 * 1024 * 1024
+
+
+@dataclass
+class Process:
+    """One timed child process: wall time, its own resources, and what else ran meanwhile."""
+
+    seconds: float
+    rss_mb: float  # ru_maxrss via wait4
+    user_s: float
+    sys_s: float
+    anon_mb: float  # largest RssAnon seen by polling (private memory)
+    file_mb: float  # largest RssFile seen by polling (mapped page-cache pages)
+    other_cpu_s: float  # CPU seconds of other processes during the measurement
+    load: float  # 1-minute load average when it started
+
+    @property
+    def cpu_s(self) -> float:
+        return self.user_s + self.sys_s
 
 
 @dataclass
@@ -68,24 +101,30 @@ class Repetition:
     sync_s: float
     sha256sum_s: float
     cp_s: float
-    ingest_s: float
-    ingest_rss_mb: float
-    ingest_user_s: float
-    ingest_sys_s: float
-    ingest_anon_mb: float
-    ingest_file_mb: float
+    floor_other_cpu_s: float
+    ingest: Process
+    wsidicomizer: Process
+    wsidicomizer_sync_s: float
+    original: Process | None
 
     @property
     def floor_sync_s(self) -> float:
         return self.floor_s + self.sync_s
 
+    @property
+    def wsidicomizer_sync_total_s(self) -> float:
+        return self.wsidicomizer.seconds + self.wsidicomizer_sync_s
+
 
 @dataclass
 class Results:
     slide: dict[str, Any]
+    wsidicomizer_command: list[str]
     repetitions: list[Repetition] = field(default_factory=list)
     cli_startup_s: float | None = None
+    wsidicomizer_import_s: float | None = None
     phases: dict[str, Any] | None = None
+    phases_original: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------- the slide
@@ -157,9 +196,37 @@ def warm(path: Path) -> None:
             pass
 
 
-def measure_floor(slide: Path) -> tuple[float, float, float]:
-    """Seconds for ``sha256sum``, for ``cp``, and for the ``sync DEST`` that follows."""
-    with fresh_folder("floor-") as folder:
+def busy_cpu_s() -> float:
+    """CPU seconds every process on the machine has used since boot (``/proc/stat``)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    """CPU seconds of this process and of its waited-for children."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+@contextlib.contextmanager
+def others_cpu() -> Iterator[list[float]]:
+    """Yields a one-element list that receives other processes' CPU seconds meanwhile."""
+    measured = [0.0]
+    busy, own = busy_cpu_s(), own_cpu_s()
+    try:
+        yield measured
+    finally:
+        measured[0] = max(0.0, (busy_cpu_s() - busy) - (own_cpu_s() - own))
+
+
+def measure_floor(slide: Path) -> tuple[float, float, float, float]:
+    """Seconds for ``sha256sum``, for ``cp``, for the ``sync DEST`` that follows, and other
+    processes' CPU seconds meanwhile."""
+    with fresh_folder("floor-") as folder, others_cpu() as other:
         destination = folder / slide.name
         started = time.perf_counter()
         subprocess.run(["sha256sum", str(slide)], check=True, stdout=subprocess.DEVNULL)
@@ -168,25 +235,20 @@ def measure_floor(slide: Path) -> tuple[float, float, float]:
         copied = time.perf_counter()
         subprocess.run(["sync", str(destination)], check=True)  # fsync of that file
         synced = time.perf_counter()
-    return hashed - started, copied - hashed, synced - copied
+    return hashed - started, copied - hashed, synced - copied, other[0]
 
 
-def slidebank_command() -> Path:
-    command = Path(sys.executable).parent / "slidebank"
+def venv_command(name: str) -> Path:
+    command = Path(sys.executable).parent / name
     if not command.exists():
-        command = PROJECT_ROOT / ".venv" / "bin" / "slidebank"
+        command = PROJECT_ROOT / ".venv" / "bin" / name
     if not command.exists():
-        raise SystemExit("error: no slidebank entry point next to this Python; install the venv")
+        raise SystemExit(f"error: no {name} entry point next to this Python; install the venv")
     return command
 
 
-@dataclass
-class ChildRun:
-    seconds: float
-    code: int
-    usage: resource.struct_rusage
-    anon_mb: float  # largest RssAnon seen by polling (private memory)
-    file_mb: float  # largest RssFile seen by polling (mapped page-cache pages)
+def slidebank_command() -> Path:
+    return venv_command("slidebank")
 
 
 class MemoryPoller(threading.Thread):
@@ -219,11 +281,22 @@ class MemoryPoller(threading.Thread):
             self.stop.wait(self.interval)
 
 
-def run_child(arguments: list[str], log: Path) -> ChildRun:
+@dataclass
+class ChildRun:
+    process: Process
+    code: int
+
+
+def run_child(
+    arguments: list[str], log: Path, environment: dict[str, str] | None = None
+) -> ChildRun:
     """Run a child; its wall time, exit code, own rusage (via os.wait4) and polled memory."""
-    with log.open("wb") as output:
+    load = os.getloadavg()[0]
+    with log.open("wb") as output, others_cpu() as other:
         started = time.perf_counter()
-        process = subprocess.Popen(arguments, stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            arguments, stdout=output, stderr=subprocess.STDOUT, env=environment
+        )
         poller = MemoryPoller(process.pid)
         poller.start()
         _, status, usage = os.wait4(process.pid, 0)
@@ -232,24 +305,79 @@ def run_child(arguments: list[str], log: Path) -> ChildRun:
         poller.join()
     process.returncode = os.waitstatus_to_exitcode(status)  # so Popen never waits again
     return ChildRun(
-        elapsed, process.returncode, usage, poller.anon_kb * 1024 / 1e6, poller.file_kb * 1024 / 1e6
+        Process(
+            seconds=elapsed,
+            rss_mb=usage.ru_maxrss * 1024 / 1e6,
+            user_s=usage.ru_utime,
+            sys_s=usage.ru_stime,
+            anon_mb=poller.anon_kb * 1024 / 1e6,
+            file_mb=poller.file_kb * 1024 / 1e6,
+            other_cpu_s=other[0],
+            load=load,
+        ),
+        process.returncode,
     )
 
 
-def measure_ingest(slide: Path) -> ChildRun:
+def measure_ingest(slide: Path, stored_form: str) -> Process:
     """One ``slidebank ingest`` of ``slide`` into a fresh home (which is then removed)."""
+    environment = os.environ | {"SLIDEBANK_STORED_FORM": stored_form}
     with fresh_folder("ingest-home-") as home:
         log = home.parent / f"{home.name}.log"
         command = [str(slidebank_command()), "ingest", str(slide), "--home", str(home), "--json"]
         try:
-            run = run_child(command, log)
+            run = run_child(command, log, environment)
             output = log.read_text(errors="replace")
         finally:
             log.unlink(missing_ok=True)
         outcomes = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
         if run.code != 0 or [o.get("status") for o in outcomes] != ["ingested"]:
-            raise SystemExit(f"error: ingest failed (exit {run.code}):\n{output}")
-    return run
+            raise SystemExit(f"error: ingest ({stored_form}) failed (exit {run.code}):\n{output}")
+        expected = "dicom" if stored_form == "dicom" else None
+        if expected and outcomes[0].get("format") != expected:
+            raise SystemExit(f"error: ingest stored {outcomes[0].get('format')}, not DICOM")
+    return run.process
+
+
+def conversion_settings() -> dict[str, Any]:
+    """What the ingest hands wsidicomizer, read from slidebank.deid.convert."""
+    from slidebank.deid import convert
+
+    offset_table = getattr(convert, "OFFSET_TABLE", "eot")
+    return {
+        "workers": convert.ConversionOptions().workers,
+        "offset_table": {"bot": "basic", "eot": "extended"}.get(offset_table, offset_table),
+        "chunk_size": getattr(convert, "PASSTHROUGH_CHUNK_TILES", None),
+        "source": convert.SOURCES[0],
+    }
+
+
+def wsidicomizer_command(slide: Path, output: Path) -> list[str]:
+    """The command line that converts as the ingest does (``output`` must not exist)."""
+    settings = conversion_settings()
+    command = [str(venv_command("wsidicomizer")), "-i", str(slide), "-o", str(output)]
+    command += ["--no-label", "--no-overview", "--no-confidential"]
+    command += ["--workers", str(settings["workers"])]
+    command += ["--offset-table", settings["offset_table"], "--source", settings["source"]]
+    if settings["chunk_size"] is not None:
+        command += ["--chunk-size", str(settings["chunk_size"])]
+    return command
+
+
+def measure_wsidicomizer(slide: Path) -> tuple[Process, float]:
+    """One ``wsidicomizer`` conversion into a fresh folder, then the timed ``sync`` of what
+    it wrote (the ingest fsyncs its files)."""
+    with fresh_folder("wsidicomizer-") as folder:
+        output = folder / "out"
+        run = run_child(wsidicomizer_command(slide, output), folder / "log")
+        written = sorted(output.glob("*.dcm")) if output.is_dir() else []
+        if run.code != 0 or not written:
+            log = (folder / "log").read_text(errors="replace")
+            raise SystemExit(f"error: wsidicomizer failed (exit {run.code}):\n{log}")
+        started = time.perf_counter()
+        subprocess.run(["sync", *map(str, written)], check=True)  # fsync of each file
+        sync_s = time.perf_counter() - started
+    return run.process, sync_s
 
 
 def measure_cli_startup() -> float:
@@ -257,26 +385,47 @@ def measure_cli_startup() -> float:
     times = []
     with fresh_folder("startup-") as folder:
         for _ in range(3):
-            times.append(run_child([str(slidebank_command()), "--help"], folder / "log").seconds)
+            times.append(
+                run_child([str(slidebank_command()), "--help"], folder / "log").process.seconds
+            )
+    return statistics.median(times)
+
+
+def measure_wsidicomizer_import() -> float:
+    """Seconds to import wsidicomizer in a fresh interpreter: paid by the command line and
+    by the first conversion of an ingest process alike."""
+    code = (
+        "import time; t = time.perf_counter(); import wsidicomizer; print(time.perf_counter() - t)"
+    )
+    times = []
+    for _ in range(3):
+        result = subprocess.run(
+            [sys.executable, "-c", code], check=True, capture_output=True, text=True
+        )
+        times.append(float(result.stdout.strip().splitlines()[-1]))
     return statistics.median(times)
 
 
 # --------------------------------------------------------------------------- phases
 
 
-def measure_phases(slide: Path) -> dict[str, Any]:
-    """One in-process ingest with each pipeline step timed (wall seconds, peak RSS after).
+def measure_phases(slide: Path, stored_form: str) -> dict[str, Any]:
+    """One in-process ingest with each step timed (wall seconds, peak RSS after).
 
-    Wraps the step functions the pipeline module calls; if their names changed, the
-    breakdown is skipped rather than the benchmark failing.
+    Wraps the step functions the pipeline modules call; if their names changed, the
+    breakdown is skipped rather than the benchmark failing. wsidicomizer is imported before
+    the timed ingest if it has not been (its import is measured on its own).
     """
     from slidebank.config import Settings
+    from slidebank.deid import convert as convert_module
+    from slidebank.ingest import deidentify as deidentify_module
     from slidebank.ingest import pipeline
     from slidebank.services.ingesting import ingest_paths
     from slidebank.services.repository import open_repository
     from slidebank.storage import LocalBlobStore
 
     seconds: dict[str, float] = {}
+    calls: dict[str, int] = {}
     peak_mb: dict[str, float] = {}
 
     def peak() -> float:
@@ -289,22 +438,38 @@ def measure_phases(slide: Path) -> dict[str, Any]:
                 return function(*args, **kwargs)
             finally:
                 seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
+                calls[name] = calls.get(name, 0) + 1
                 peak_mb[name] = peak()
 
         return wrapper
 
-    steps = {
-        "open_slide": "open slide",
-        "validate": CONCURRENT_STEP,
-        "stage_copy": "hash + copy + fsync",
-        "describe": "describe",
-        "write_thumbnail": "thumbnail",
-    }
-    missing = [name for name in steps if not hasattr(pipeline, name)]
+    # Disjoint steps (none calls another), in the order they run; their sum plus the rest
+    # is the whole ingest. The concurrent one overlaps the hashing.
+    steps: list[tuple[Any, str, str]] = [
+        (pipeline, "open_slide", "open slide (source; stored DICOM)"),
+        (pipeline, "validate", CONCURRENT_STEP),
+        (
+            pipeline,
+            "stage_copy",
+            "hash source" if stored_form == "dicom" else "hash + copy + fsync",
+        ),
+        (deidentify_module, "source_values", "identifying values of the source"),
+        (convert_module, "_dicomize", "wsidicomizer conversion"),
+        (convert_module, "_fsync", "fsync converted files"),
+        (deidentify_module, "verify_files", "byte scan + SHA-256 of converted files"),
+        (pipeline, "describe", "describe"),
+        (pipeline, "write_thumbnail", "thumbnail"),
+        (pipeline, "describe_instances", "DICOM index (headers)"),
+        (LocalBlobStore, "commit", "commit to store"),
+    ]
+    missing = [name for owner, name, _ in steps if not hasattr(owner, name)]
     if missing:
-        return {"skipped": f"slidebank.ingest.pipeline has no {', '.join(missing)}"}
-    saved: dict[str, Any] = {name: getattr(pipeline, name) for name in steps}
-    saved_commit = LocalBlobStore.commit
+        return {"skipped": f"no {', '.join(missing)} to wrap"}
+    with contextlib.ExitStack() as stack:
+        keep = getattr(convert_module, "_pydicom_validation_kept", contextlib.nullcontext)
+        stack.enter_context(keep())
+        import wsidicomizer  # noqa: F401  (imported once, as in any long-lived process)
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in steps]
     saved_fsync = os.fsync
     fsync_seconds = [0.0]
 
@@ -317,35 +482,33 @@ def measure_phases(slide: Path) -> dict[str, Any]:
 
     rss_before = peak()
     try:
-        for name, label in steps.items():
-            setattr(pipeline, name, timed(label, saved[name]))
-        LocalBlobStore.commit = timed("commit to store", saved_commit)  # type: ignore[method-assign]
+        for owner, name, label in steps:
+            setattr(owner, name, timed(label, getattr(owner, name)))
         os.fsync = fsync
         with fresh_folder("phases-home-") as home:
             started = time.perf_counter()
             repository = timed("open repository (migrate)", open_repository)(
-                Settings.from_env(home=home)
+                Settings.from_env(home=home, stored_form=stored_form)
             )
             report = timed("ingest_paths", ingest_paths)(repository, [slide])
             repository.close()
             total = time.perf_counter() - started
     finally:
-        for name in steps:
-            setattr(pipeline, name, saved[name])
-        LocalBlobStore.commit = saved_commit  # type: ignore[method-assign]
+        for owner, name, function in saved:
+            setattr(owner, name, function)
         os.fsync = saved_fsync
     if [outcome.status for outcome in report.outcomes] != ["ingested"]:
         return {"skipped": f"in-process ingest did not succeed: {report.outcomes}"}
-    # Validation runs on a second thread while the slide is hashed and copied: its time
-    # overlaps the copy and is not part of the sum.
-    inner = sum(
-        value for key, value in seconds.items() if key in steps.values() and key != CONCURRENT_STEP
-    )
-    inner += seconds.get("commit to store", 0.0)
-    seconds["catalogue + discovery (rest)"] = seconds.pop("ingest_paths") - inner
+    labels = [label for _, _, label in steps]
+    inner = sum(seconds.get(label, 0.0) for label in labels if label != CONCURRENT_STEP)
+    seconds["catalogue, discovery, report, seal (rest)"] = seconds.pop("ingest_paths") - inner
+    calls.pop("ingest_paths", None)
+    ordered = ["open repository (migrate)", *labels, "catalogue, discovery, report, seal (rest)"]
     return {
+        "stored_form": stored_form,
         "total_s": total,
-        "seconds": seconds,
+        "seconds": {name: seconds[name] for name in ordered if name in seconds},
+        "calls": calls,
         "all_fsync_s": fsync_seconds[0],
         "peak_rss_mb_after_step": peak_mb,
         "peak_rss_mb_before": rss_before,
@@ -359,21 +522,49 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
+def originals(results: Results) -> list[Process]:
+    return [r.original for r in results.repetitions if r.original is not None]
+
+
 def summary(results: Results) -> dict[str, float]:
     reps = results.repetitions
-    return {
-        "ingest_s": median([r.ingest_s for r in reps]),
+    medians = {
         "floor_s": median([r.floor_s for r in reps]),
         "floor_sync_s": median([r.floor_sync_s for r in reps]),
         "sha256sum_s": median([r.sha256sum_s for r in reps]),
         "cp_s": median([r.cp_s for r in reps]),
-        "ratio_ingest_floor": median([r.ingest_s / r.floor_s for r in reps]),
-        "ratio_ingest_floor_sync": median([r.ingest_s / r.floor_sync_s for r in reps]),
-        "ingest_peak_rss_mb": median([r.ingest_rss_mb for r in reps]),
-        "ingest_peak_anon_mb_polled": median([r.ingest_anon_mb for r in reps]),
-        "ingest_peak_file_mb_polled": median([r.ingest_file_mb for r in reps]),
-        "ingest_cpu_s": median([r.ingest_user_s + r.ingest_sys_s for r in reps]),
+        "ingest_s": median([r.ingest.seconds for r in reps]),
+        "wsidicomizer_s": median([r.wsidicomizer.seconds for r in reps]),
+        "wsidicomizer_sync_s": median([r.wsidicomizer_sync_total_s for r in reps]),
+        "ratio_ingest_floor": median([r.ingest.seconds / r.floor_s for r in reps]),
+        "ratio_ingest_floor_sync": median([r.ingest.seconds / r.floor_sync_s for r in reps]),
+        "ratio_ingest_wsidicomizer": median(
+            [r.ingest.seconds / r.wsidicomizer.seconds for r in reps]
+        ),
+        "ratio_ingest_wsidicomizer_sync": median(
+            [r.ingest.seconds / r.wsidicomizer_sync_total_s for r in reps]
+        ),
+        "ingest_peak_rss_mb": median([r.ingest.rss_mb for r in reps]),
+        "ingest_peak_anon_mb_polled": median([r.ingest.anon_mb for r in reps]),
+        "ingest_peak_file_mb_polled": median([r.ingest.file_mb for r in reps]),
+        "ingest_cpu_s": median([r.ingest.cpu_s for r in reps]),
+        "wsidicomizer_peak_rss_mb": median([r.wsidicomizer.rss_mb for r in reps]),
+        "wsidicomizer_cpu_s": median([r.wsidicomizer.cpu_s for r in reps]),
+        "other_cpu_s_max": max(
+            max(r.floor_other_cpu_s, r.ingest.other_cpu_s, r.wsidicomizer.other_cpu_s) for r in reps
+        ),
     }
+    kept = [r for r in reps if r.original is not None]
+    if kept:
+        medians |= {
+            "original_s": median([r.original.seconds for r in kept if r.original]),
+            "ratio_original_floor": median(
+                [r.original.seconds / r.floor_s for r in kept if r.original]
+            ),
+            "original_peak_rss_mb": median([r.original.rss_mb for r in kept if r.original]),
+            "original_cpu_s": median([r.original.cpu_s for r in kept if r.original]),
+        }
+    return medians
 
 
 Row = tuple[str, str, str, str]
@@ -383,6 +574,7 @@ def markdown(results: Results, facts: dict[str, Any]) -> str:
     reps = results.repetitions
     medians = summary(results)
     size = results.slide["size_bytes"]
+    kept = originals(results)
 
     def row(label: str, values: list[float], digits: int = 2, note: str = "") -> Row:
         """Median and every run of one measure (medians are of the per-run values)."""
@@ -392,83 +584,137 @@ def markdown(results: Results, facts: dict[str, Any]) -> str:
     def speed(key: str) -> str:
         return f"{size / 1e6 / medians[key]:.0f} MB/s"
 
-    def verdict(ok: bool) -> str:
-        return "meets goal" if ok else "**misses goal**"
+    def verdict(value: float, goal: float) -> str:
+        return f"goal ≤ {goal:g}: " + ("meets goal" if value <= goal else "**misses goal**")
 
-    ratio = medians["ratio_ingest_floor"]
-    rss = medians["ingest_peak_rss_mb"]
+    settings = conversion_settings()
     rows = [
         row("floor: `sha256sum` + `cp` (s)", [r.floor_s for r in reps]),
         row("of which `sha256sum` (s)", [r.sha256sum_s for r in reps], note=speed("sha256sum_s")),
         row("of which `cp` (s)", [r.cp_s for r in reps], note=speed("cp_s")),
         row("floor + `sync` of the copy (s)", [r.floor_sync_s for r in reps]),
         row(
-            "`slidebank ingest` wall time (s)",
-            [r.ingest_s for r in reps],
+            "`wsidicomizer` command line (s)",
+            [r.wsidicomizer.seconds for r in reps],
+            note=f"workers {settings['workers']}, {settings['offset_table']} offset table, "
+            f"{settings['chunk_size']} tiles per batch, source {settings['source']}",
+        ),
+        row(
+            "`wsidicomizer` + `sync` of its files (s)", [r.wsidicomizer_sync_total_s for r in reps]
+        ),
+        row(
+            "**`slidebank ingest`, converting** (s)",
+            [r.ingest.seconds for r in reps],
             note=speed("ingest_s"),
         ),
         row(
-            "ingest / floor",
-            [r.ingest_s / r.floor_s for r in reps],
-            note=f"goal ≤ {GOAL_RATIO}: {verdict(ratio <= GOAL_RATIO)}",
+            "**ingest / floor**",
+            [r.ingest.seconds / r.floor_s for r in reps],
+            note=verdict(medians["ratio_ingest_floor"], GOAL_CONVERT_FLOOR),
         ),
-        row("ingest / (floor + sync)", [r.ingest_s / r.floor_sync_s for r in reps]),
+        row("ingest / (floor + sync)", [r.ingest.seconds / r.floor_sync_s for r in reps]),
+        row(
+            "**ingest / wsidicomizer**",
+            [r.ingest.seconds / r.wsidicomizer.seconds for r in reps],
+            note=verdict(medians["ratio_ingest_wsidicomizer"], GOAL_CONVERT_WSIDICOMIZER),
+        ),
+        row(
+            "ingest / (wsidicomizer + sync)",
+            [r.ingest.seconds / r.wsidicomizer_sync_total_s for r in reps],
+            note="the ingest fsyncs its files; the command line does not",
+        ),
         row(
             "ingest peak RSS (MB)",
-            [r.ingest_rss_mb for r in reps],
+            [r.ingest.rss_mb for r in reps],
             0,
-            f"goal ≤ {GOAL_RSS_MB:.0f}: {verdict(rss <= GOAL_RSS_MB)} (ru_maxrss via wait4)",
+            verdict(medians["ingest_peak_rss_mb"], GOAL_RSS_MB) + " (ru_maxrss via wait4)",
         ),
         row(
             "ingest peak anonymous RSS, polled (MB)",
-            [r.ingest_anon_mb for r in reps],
+            [r.ingest.anon_mb for r in reps],
             0,
             "the process's own memory",
         ),
-        row(
-            "ingest peak file-backed RSS, polled (MB)",
-            [r.ingest_file_mb for r in reps],
-            0,
-            "mapped page cache (mmap of the slide, libraries)",
-        ),
-        row("ingest CPU, user + sys (s)", [r.ingest_user_s + r.ingest_sys_s for r in reps]),
+        row("ingest CPU, user + sys (s)", [r.ingest.cpu_s for r in reps]),
+        row("wsidicomizer peak RSS (MB)", [r.wsidicomizer.rss_mb for r in reps], 0),
+        row("wsidicomizer CPU, user + sys (s)", [r.wsidicomizer.cpu_s for r in reps]),
     ]
+    if kept:
+        rows += [
+            row(
+                "`slidebank ingest`, stored form original (s)",
+                [p.seconds for p in kept],
+                note=speed("original_s"),
+            ),
+            row(
+                "original / floor",
+                [r.original.seconds / r.floor_s for r in reps if r.original],
+                note=verdict(medians["ratio_original_floor"], GOAL_RATIO),
+            ),
+            row(
+                "original peak RSS (MB)",
+                [p.rss_mb for p in kept],
+                0,
+                verdict(medians["original_peak_rss_mb"], GOAL_RSS_MB),
+            ),
+            row(
+                "conversion's cost: ingest − original (s)",
+                [r.ingest.seconds - r.original.seconds for r in reps if r.original],
+            ),
+        ]
     if results.cli_startup_s is not None:
+        rows.append(("`slidebank --help` start-up (s)", f"{results.cli_startup_s:.2f}", "", ""))
+    if results.wsidicomizer_import_s is not None:
         rows.append(
             (
-                "of which CLI start-up, `slidebank --help` (s)",
-                f"{results.cli_startup_s:.2f}",
+                "`import wsidicomizer` (s)",
+                f"{results.wsidicomizer_import_s:.2f}",
                 "",
-                "",
+                "paid by the command line and the ingest alike",
             )
         )
+    rows += [
+        row(
+            "other processes' CPU during floor / ingest / wsidicomizer (s)",
+            [r.floor_other_cpu_s for r in reps]
+            + [r.ingest.other_cpu_s for r in reps]
+            + [r.wsidicomizer.other_cpu_s for r in reps],
+            1,
+            "interference from the rest of the machine (0 on a quiet one)",
+        ),
+        row("1-minute load average at each ingest start", [r.ingest.load for r in reps]),
+    ]
     slide = results.slide
     lines = [
         f"Ingest of one {slide['width']:,} x {slide['height']:,} px SVS, "
-        f"{size:,} bytes ({size / 1e9:.2f} GB), median of {len(reps)} "
-        f"(floor and ingest alternating; page cache warm; {facts['nproc']} CPUs, "
-        f"Python {facts['python']}, {facts['filesystem']}).",
+        f"{size:,} bytes ({size / 1e9:.2f} GB), median of {len(reps)} rounds "
+        f"({', '.join(KINDS if kept else KINDS[:3])} alternating, order rotated each round; "
+        f"page cache warm; {facts['nproc']} CPUs, Python {facts['python']}, "
+        f"{facts['filesystem']}).",
         "",
         "| measure | median | runs | note |",
         "|---|---:|---|---|",
         *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows),
+        "",
+        "wsidicomizer command line: `" + " ".join(results.wsidicomizer_command) + "`",
     ]
-    phases = results.phases
-    if phases and "seconds" in phases:
-        lines += [
-            "",
-            f"Where one in-process ingest spends its {phases['total_s']:.2f} s "
-            f"(fsync calls in all: {phases['all_fsync_s']:.2f} s):",
-            "",
-            "| step | seconds | peak RSS after (MB) |",
-            "|---|---:|---:|",
-        ]
-        peaks = phases["peak_rss_mb_after_step"]
-        for name, value in phases["seconds"].items():
-            after = f"{peaks[name]:.0f}" if name in peaks else ""
-            lines.append(f"| {name} | {value:.2f} | {after} |")
-    elif phases:
-        lines += ["", f"Phase breakdown skipped: {phases['skipped']}"]
+    for phases in (results.phases, results.phases_original):
+        if phases and "seconds" in phases:
+            lines += [
+                "",
+                f"Where one in-process ingest (stored form {phases['stored_form']}) spends its "
+                f"{phases['total_s']:.2f} s (fsync calls in all: {phases['all_fsync_s']:.2f} s; "
+                "wsidicomizer imported beforehand):",
+                "",
+                "| step | seconds | peak RSS after (MB) |",
+                "|---|---:|---:|",
+            ]
+            peaks = phases["peak_rss_mb_after_step"]
+            for name, value in phases["seconds"].items():
+                after = f"{peaks[name]:.0f}" if name in peaks else ""
+                lines.append(f"| {name} | {value:.2f} | {after} |")
+        elif phases:
+            lines += ["", f"Phase breakdown skipped: {phases['skipped']}"]
     return "\n".join(lines)
 
 
@@ -507,15 +753,30 @@ def _cpu_model() -> str | None:
 
 def write_json(results: Results, facts: dict[str, Any], table: str, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
+
+    def repetition(r: Repetition) -> dict[str, Any]:
+        return asdict(r) | {
+            "floor_sync_s": r.floor_sync_s,
+            "wsidicomizer_sync_total_s": r.wsidicomizer_sync_total_s,
+        }
+
     record = {
         "benchmark": "ingest",
-        "goals": {"ratio_ingest_floor_max": GOAL_RATIO, "peak_rss_mb_max": GOAL_RSS_MB},
+        "goals": {
+            "ratio_ingest_floor_max": GOAL_CONVERT_FLOOR,
+            "ratio_ingest_wsidicomizer_max": GOAL_CONVERT_WSIDICOMIZER,
+            "ratio_original_floor_max": GOAL_RATIO,
+            "peak_rss_mb_max": GOAL_RSS_MB,
+        },
         "machine": facts,
         "slide": results.slide,
+        "wsidicomizer_command": results.wsidicomizer_command,
         "medians": summary(results),
         "cli_startup_s": results.cli_startup_s,
-        "repetitions": [asdict(r) | {"floor_sync_s": r.floor_sync_s} for r in results.repetitions],
+        "wsidicomizer_import_s": results.wsidicomizer_import_s,
+        "repetitions": [repetition(r) for r in results.repetitions],
         "phases": results.phases,
+        "phases_original": results.phases_original,
         "markdown": table,
     }
     temporary = target.with_name(target.name + ".tmp")
@@ -534,12 +795,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=2.0,
         help="smallest slide size in GB (10^9 bytes) [default: 2.0; 0.2 for a smoke run]",
     )
-    parser.add_argument("--repeat", type=int, default=3, help="repetitions [default: 3]")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds [default: 3]")
     parser.add_argument(
         "--tissue", type=Path, default=None, help="real tiled JPEG slide to build the slide from"
     )
     parser.add_argument(
-        "--no-phases", action="store_true", help="skip the in-process per-step breakdown"
+        "--no-original",
+        action="store_true",
+        help="skip the ingest with SLIDEBANK_STORED_FORM=original",
+    )
+    parser.add_argument(
+        "--no-phases", action="store_true", help="skip the in-process per-step breakdowns"
     )
     parser.add_argument(
         "--json",
@@ -552,7 +818,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--size-gb must be positive and --repeat at least 1")
 
     DATA.mkdir(parents=True, exist_ok=True)
-    for prefix in ("floor-", "ingest-home-", "phases-home-", "startup-"):
+    for prefix in ("floor-", "ingest-home-", "phases-home-", "startup-", "wsidicomizer-"):
         for stale in DATA.glob(prefix + "*"):  # left by an interrupted run
             if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
@@ -565,46 +831,62 @@ def main(argv: Sequence[str] | None = None) -> int:
             "height": slide.height,
             "size_bytes": slide.size_bytes,
             "tissue": slide.tissue,
-        }
+        },
+        wsidicomizer_command=[
+            Path(part).name if part.startswith("/") else part
+            for part in wsidicomizer_command(slide.path, DATA / "OUT")
+        ],
     )
     flush()
     warm(slide.path)
     results.cli_startup_s = measure_cli_startup()
+    results.wsidicomizer_import_s = measure_wsidicomizer_import()
+    kinds = KINDS[:3] if args.no_original else KINDS
     for index in range(args.repeat):
-        # Order swapped each repetition, so drift favours neither.
-        order = "floor,ingest" if index % 2 == 0 else "ingest,floor"
-        sha256sum_s = cp_s = sync_s = 0.0
-        ingest: ChildRun | None = None
-        for which in order.split(","):
+        # The order rotated each round, so that drift favours none.
+        order = kinds[index % len(kinds) :] + kinds[: index % len(kinds)]
+        floor: tuple[float, float, float, float] | None = None
+        ingest = converter = original = None
+        converter_sync_s = 0.0
+        for which in order:
             if which == "floor":
-                sha256sum_s, cp_s, sync_s = measure_floor(slide.path)
+                floor = measure_floor(slide.path)
+            elif which == "ingest":
+                ingest = measure_ingest(slide.path, "dicom")
+            elif which == "wsidicomizer":
+                converter, converter_sync_s = measure_wsidicomizer(slide.path)
             else:
-                ingest = measure_ingest(slide.path)
-        assert ingest is not None
+                original = measure_ingest(slide.path, "original")
+        assert floor is not None and ingest is not None and converter is not None
+        sha256sum_s, cp_s, sync_s, floor_other_s = floor
         repetition = Repetition(
             index=index + 1,
-            order=order,
+            order=",".join(order),
             floor_s=sha256sum_s + cp_s,
             sync_s=sync_s,
             sha256sum_s=sha256sum_s,
             cp_s=cp_s,
-            ingest_s=ingest.seconds,
-            ingest_rss_mb=ingest.usage.ru_maxrss * 1024 / 1e6,
-            ingest_user_s=ingest.usage.ru_utime,
-            ingest_sys_s=ingest.usage.ru_stime,
-            ingest_anon_mb=ingest.anon_mb,
-            ingest_file_mb=ingest.file_mb,
+            floor_other_cpu_s=floor_other_s,
+            ingest=ingest,
+            wsidicomizer=converter,
+            wsidicomizer_sync_s=converter_sync_s,
+            original=original,
         )
         results.repetitions.append(repetition)
+        extra = f", original {original.seconds:.2f} s" if original is not None else ""
         print(
-            f"rep {repetition.index} ({order}): floor {repetition.floor_s:.2f} s "
-            f"(sha256sum {sha256sum_s:.2f} + cp {cp_s:.2f}; then sync {sync_s:.2f} s), "
-            f"ingest {repetition.ingest_s:.2f} s, peak RSS {repetition.ingest_rss_mb:.0f} MB "
-            f"(anonymous {ingest.anon_mb:.0f} MB, file-backed {ingest.file_mb:.0f} MB)",
+            f"round {repetition.index} ({repetition.order}): floor {repetition.floor_s:.2f} s "
+            f"(sha256sum {sha256sum_s:.2f} + cp {cp_s:.2f}; then sync {sync_s:.2f}), "
+            f"ingest {ingest.seconds:.2f} s (peak RSS {ingest.rss_mb:.0f} MB), "
+            f"wsidicomizer {converter.seconds:.2f} s (+ sync {converter_sync_s:.2f}){extra}; "
+            f"others' CPU {floor_other_s:.1f}/{ingest.other_cpu_s:.1f}/"
+            f"{converter.other_cpu_s:.1f} s",
             flush=True,
         )
     if not args.no_phases:
-        results.phases = measure_phases(slide.path)
+        results.phases = measure_phases(slide.path, "dicom")
+        if not args.no_original:
+            results.phases_original = measure_phases(slide.path, "original")
     facts = machine_facts()
     table = markdown(results, facts)
     print()

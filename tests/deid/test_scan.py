@@ -43,6 +43,8 @@ def test_date_spellings_cover_what_vendors_write() -> None:
     } <= scanned
     ndpi = {v.value for v in spellings([IdentifyingValue("tiff.DateTime", "2017:02:07 13:06:43")])}
     assert {"20170207", "2017-02-07", "13:06:43", "130643"} <= ndpi
+    mrxs = {v.value for v in spellings([IdentifyingValue("mirax", "14/03/2019 10:22:51")])}
+    assert {"20190314", "2019-03-14", "102251"} <= mrxs
 
 
 def test_vendor_fields_that_identify_are_picked() -> None:
@@ -53,6 +55,20 @@ def test_vendor_fields_that_identify_are_picked() -> None:
         "hamamatsu.NDP.S/N": "950291",
         "openslide.mpp-x": "0.499",
         "aperio.Time Zone": "GMT+01:00",
+        # MRXS Slidedat.ini, as OpenSlide names its keys
+        "mirax.GENERAL.SLIDE_ID": "7a1e6c0e-2f4b",
+        "mirax.GENERAL.SLIDE_NAME": "H-2019-4471",
+        "mirax.GENERAL.SLIDE_CREATIONDATETIME": "14/03/2019 10:22:51",
+        "mirax.NONHIERLAYER_0_SECTION.SCANNER_HARDWARE_ID": "P250-3921",
+        "mirax.LAYER_0_LEVEL_0_SECTION.MICROMETER_PER_PIXEL_X": "0.243",
     }
     picked = {v.field for v in from_properties(properties)}
-    assert picked == {"aperio.Filename", "aperio.ScanScope ID", "hamamatsu.NDP.S/N"}
+    assert picked == {
+        "aperio.Filename",
+        "aperio.ScanScope ID",
+        "hamamatsu.NDP.S/N",
+        "mirax.GENERAL.SLIDE_ID",
+        "mirax.GENERAL.SLIDE_NAME",
+        "mirax.GENERAL.SLIDE_CREATIONDATETIME",
+        "mirax.NONHIERLAYER_0_SECTION.SCANNER_HARDWARE_ID",
+    }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import openslide
@@ -44,7 +45,7 @@ IDENTIFYING = {
 }
 
 
-def _stored(repository: Repository, public_id: str) -> tuple[dict[str, object], Path]:
+def _stored(repository: Repository, public_id: str) -> tuple[dict[str, Any], Path]:
     record = browsing.show_slide(repository, COMMAND_LINE, public_id)["image"]
     return record, repository.store.object_dir(record["storage_key"])  # type: ignore[attr-defined]
 
@@ -127,20 +128,35 @@ def test_svs_level0_tiles_are_passed_through_byte_for_byte(
             assert raw.data.endswith(scan), f"tile {index} was re-encoded"
 
 
-def test_stored_dicom_opens_in_openslide_and_matches_the_source_pixels(
-    repository: Repository, slides_dir: Path
+@pytest.mark.parametrize(
+    ("relative", "region"),
+    [
+        ("aperio/CMU-1-Small-Region.svs", ((1000, 1200), 0, (700, 500))),
+        # NDPI stripes are cut into tiles in the DCT domain (lossless): same pixels.
+        ("hamamatsu/test3-DAPI-2-(387).ndpi", ((1024, 1536), 0, (512, 512))),
+    ],
+)
+def test_stored_dicom_opens_in_openslide_and_wsidicom_with_the_source_pixels(
+    repository: Repository,
+    slides_dir: Path,
+    relative: str,
+    region: tuple[tuple[int, int], int, tuple[int, int]],
 ) -> None:
-    source = slides_dir / "hamamatsu" / "test3-DAPI-2-(387).ndpi"
+    source = slides_dir / relative
     public_id = _ingest_one(repository, [source])
     _, folder = _stored(repository, public_id)
-    first = sorted((folder / "content").iterdir())[0]
-    with openslide.OpenSlide(source) as original, openslide.OpenSlide(first) as stored:
+    stored_files = sorted((folder / "content").iterdir())
+    with openslide.OpenSlide(source) as original, openslide.OpenSlide(stored_files[0]) as stored:
         assert stored.dimensions == original.dimensions
-        region = ((1024, 1536), 0, (512, 512))
         a = np.asarray(original.read_region(*region).convert("RGB"), dtype=np.int16)
         b = np.asarray(stored.read_region(*region).convert("RGB"), dtype=np.int16)
-        # NDPI stripes are cut into tiles in the DCT domain (lossless): same pixels.
         assert np.abs(a - b).max() == 0
+    from wsidicom import WsiDicom
+
+    with WsiDicom.open(stored_files) as wsi:
+        (x, y), _, (width, height) = region
+        c = np.asarray(wsi.read_region((x, y), 0, (width, height)).convert("RGB"), dtype=np.int16)
+        assert np.abs(a - c).max() == 0
 
 
 def test_wg26_dicom_keeps_its_frames_and_loses_label_and_map(

@@ -152,6 +152,7 @@ RULES: dict[tuple[str, str], Case] = {
     ("GET", "/slides"): Case(listing, LISTS),
     ("GET", "/api/slides"): Case(listing, LISTS),
     ("GET", "/api/slides/{slide_id}"): Case(slide_data),
+    ("GET", "/api/slides/{slide_id}/deidentification"): Case(slide_data),
     ("GET", "/slides/{public_id}"): Case(slide_data),
     ("GET", "/api/slides/{slide_id}/thumbnail"): Case(slide_data, PIXELS),
     ("HEAD", "/api/slides/{slide_id}/thumbnail"): Case(slide_data),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -272,3 +273,16 @@ def test_openapi_documents_bearer_tokens(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert {"bearer": []} in schema["security"] and {} in schema["security"]
+
+
+def test_the_deidentification_report_names_fields_not_values(
+    client: TestClient, served: ServedRepository
+) -> None:
+    report = client.get(f"/api/slides/{served.demo_id}/deidentification").json()
+    assert report["check"]["passed"] is True and report["check"]["findings"] == []
+    assert set(report["images_left_out"]) == {"label", "overview"}
+    assert report["pseudonyms"]["case"] == pseudonym_in(served.settings, "case", "DEMO-001")
+    assert "DEMO-001" not in json.dumps(report)
+    assert_problem(
+        client.get("/api/slides/sb-doesnotexist/deidentification"), 404, "sb-doesnotexist"
+    )

@@ -40,11 +40,11 @@ SOURCES = ("opentile", "tiffslide", "openslide")
 # cannot), and readers find any frame without scanning the item headers.
 OFFSET_TABLE = "eot"
 # Tiles per batch a wsidicomizer worker reads and queues when stored tiles are passed
-# through (opentile). Left to the source, SVS asks for batches of 2 tiles, and the per-batch
-# overhead of wsidicom's thread pipeline (futures, queues, the GIL) made a 2 GB SVS convert
-# in about 15 s instead of about 5 s. 64 is a multiple of an NDPI frame's width in tiles, so
-# no frame is read twice. Transcoding sources keep their own batch size: there a batch is
-# decoded pixels, and 64 decoded 512 px tiles would be 50 MB per batch in flight.
+# through (opentile), unless a level's source asks for more. Left to the source, SVS asks for
+# 1 tile (wsidicom makes it 2), and the per-batch overhead of wsidicom's thread pipeline
+# (futures, queues, the GIL) made a 2 GB SVS convert in 12-20 s instead of about 5 s.
+# Transcoding sources keep their own batch size: there a batch is decoded pixels, and 64
+# decoded 512 px tiles would be 50 MB per batch in flight.
 PASSTHROUGH_CHUNK_TILES = 64
 
 
@@ -135,7 +135,13 @@ def _dicomize(
     options: ConversionOptions,
 ) -> Conversion:
     from wsidicom.codec import JpegSettings
-    from wsidicom.metadata import Patient, PatientDeIdentification, Slide, Study
+    from wsidicom.metadata import (
+        CallableUidGenerator,
+        Patient,
+        PatientDeIdentification,
+        Slide,
+        Study,
+    )
 
     with _pydicom_validation_kept():
         from wsidicomizer import WsiDicomizer
@@ -172,20 +178,26 @@ def _dicomize(
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                written = WsiDicomizer.convert(
+                # WsiDicomizer.convert in two steps, to size the batches from the source.
+                uids = CallableUidGenerator()
+                with WsiDicomizer.open(
                     path,
-                    target,
                     metadata=metadata,
-                    include_label=False,
-                    include_overview=options.keep_overview,
                     include_confidential=False,
                     metadata_post_processor=post_process,
-                    workers=options.workers,
                     encoding=JpegSettings(quality=options.jpeg_quality),
-                    offset_table=OFFSET_TABLE,
-                    chunk_size=PASSTHROUGH_CHUNK_TILES if source == "opentile" else None,
                     preferred_source=SourceIdentifier(source),
-                )
+                    uid_generator=uids,
+                ) as wsi:
+                    written = wsi.save(
+                        target,
+                        uids,
+                        workers=options.workers,
+                        chunk_size=_chunk_size(wsi) if source == "opentile" else None,
+                        offset_table=OFFSET_TABLE,
+                        include_labels=False,
+                        include_overviews=options.keep_overview,
+                    )
         except Exception as exc:  # each source refuses in its own way; the next may read it
             errors.append(f"{source}: {exc}")
             _empty(target)
@@ -197,6 +209,17 @@ def _dicomize(
             method=f"wsidicomizer ({source})",
         )
     raise UnsupportedFormat(f"{path}: cannot convert to DICOM WSI ({'; '.join(errors)})")
+
+
+def _chunk_size(wsi: Any) -> int:
+    """Tiles per batch: at least ``PASSTHROUGH_CHUNK_TILES``, and at least what any level's
+    source asks for (an NDPI level stored as one frame asks for a whole row of tiles)."""
+    asked = [
+        image_data.suggested_minimum_chunk_size
+        for level in wsi.levels
+        for image_data in level.image_data_map.values()
+    ]
+    return int(max([PASSTHROUGH_CHUNK_TILES, *asked]))
 
 
 def _fresh_file_meta(dataset: Dataset) -> FileMetaDataset:

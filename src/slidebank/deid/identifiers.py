@@ -28,7 +28,7 @@ VENDOR_FIELD = re.compile(
     r"(file ?name|date|time(?! ?zone)|user|operator|serial|s/n|barcode|scanscope id|"
     r"slide_?id|slide_?name|slide_?label|reference|created|updated|artist|host ?computer|"
     r"document ?name|imageid|image ?id|rack|dsr id|project|comment|title|label|"
-    r"patient|accession|specimen|institution|station|uuid)",
+    r"patient|accession|specimen|institution|station|uuid|hardware|device|computer)",
     re.IGNORECASE,
 )
 # Vendor fields that match the pattern above but hold no identifying value.
@@ -39,6 +39,7 @@ NOT_IDENTIFYING = re.compile(
 DATE_FORMATS = (
     "%m/%d/%y",
     "%m/%d/%Y",
+    "%d/%m/%Y",
     "%Y/%m/%d",
     "%Y-%m-%d",
     "%Y:%m:%d",
@@ -118,14 +119,17 @@ def too_short(values: Iterable[IdentifyingValue]) -> list[str]:
 
 
 def _date_spellings(value: str) -> set[str]:
+    """Every reading of the value as a date (03/04/2019 is March or April), each spelled
+    every way."""
     head = value.split(" ")[0].split("T")[0]
+    found: set[str] = set()
     for fmt in DATE_FORMATS:
         try:
             day = dt.datetime.strptime(head, fmt).date()
         except ValueError:
             continue
-        return {day.strftime(spelling) for spelling in DATE_SPELLINGS}
-    return set()
+        found |= {day.strftime(spelling) for spelling in DATE_SPELLINGS}
+    return found
 
 
 def _time_spellings(value: str) -> set[str]:

@@ -7,8 +7,10 @@ chunk boundaries.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,14 +71,15 @@ class ValueScanner:
             self._database = database
 
     def scan(self, path: Path, name: str) -> tuple[list[Finding], str]:
-        """Findings in one file, and its SHA-256 (computed in the same read pass)."""
+        """Findings in one file, and its SHA-256 (computed in the same read pass).
+
+        Hashing is the slowest of the three (about 1.3 GB/s, against about 3 GB/s for
+        hyperscan and more for reading from the page cache), so it runs on a second thread,
+        one chunk behind, while this one reads and scans: on two cores the pass costs the
+        hashing alone. hashlib, hyperscan and file reads all release the GIL.
+        """
         findings: list[Finding] = []
         digest = hashlib.sha256()
-        if self._database is None:
-            with path.open("rb") as f:
-                while chunk := f.read(CHUNK_BYTES):
-                    digest.update(chunk)
-            return findings, digest.hexdigest()
 
         def matched(index: int, start: int, end: int, flags: int, context: object) -> None:
             value, encoding = self._patterns[index]
@@ -87,8 +90,21 @@ class ValueScanner:
             )
             findings.append(Finding(name, end - length, value.field, encoding))
 
-        with self._database.stream(match_event_handler=matched) as stream, path.open("rb") as f:
-            while chunk := f.read(CHUNK_BYTES):
-                digest.update(chunk)
-                stream.scan(chunk)
+        with contextlib.ExitStack() as stack:
+            source = stack.enter_context(path.open("rb", buffering=0))
+            stream = None
+            if self._database is not None:
+                stream = stack.enter_context(self._database.stream(match_event_handler=matched))
+            hasher = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="scan-hash"))
+            hashing: Future[None] | None = None
+            try:
+                while chunk := source.read(CHUNK_BYTES):
+                    if hashing is not None:
+                        hashing.result()  # one chunk in flight: updates stay in order
+                    hashing = hasher.submit(digest.update, chunk)
+                    if stream is not None:
+                        stream.scan(chunk)
+            finally:
+                if hashing is not None:
+                    hashing.result()
         return findings, digest.hexdigest()

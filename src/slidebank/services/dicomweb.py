@@ -149,6 +149,10 @@ class DicomReads:
     def read_frames(self, instance: Instance, numbers: list[int]) -> list[bytes]:
         return self.frames.read(instance.path, numbers)
 
+    def read_known_frames(self, instance: Instance, numbers: list[int]) -> list[bytes] | None:
+        """The frames if where they lie is known (no scan, a few ``pread``), else None."""
+        return self.frames.read_known(instance.path, numbers)
+
 
 def _instance(content: Path, row: Located, store: Any) -> Instance:
     item = row.instance

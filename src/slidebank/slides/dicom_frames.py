@@ -178,12 +178,26 @@ class FramePositions:
 
     def read(self, path: Path, numbers: list[int]) -> list[bytes]:
         """Frames by number (1-based), in the order asked."""
-        table = self.table(path)
-        for number in numbers:
-            if not 1 <= number <= len(table):
-                raise NotFound(f"frame {number}: the instance has frames 1-{len(table)}")
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            return [read_frame(fd, table.frames[number - 1]) for number in numbers]
-        finally:
-            os.close(fd)
+        return _read(path, self.table(path), numbers)
+
+    def read_known(self, path: Path, numbers: list[int]) -> list[bytes] | None:
+        """The frames if the file's table is known already (a few ``pread`` from the page
+        cache: cheap enough for an event loop), else None: then ``read`` them in a thread."""
+        with self._lock:
+            table = self._tables.get(path)
+            if table is None:
+                return None
+            self._tables.move_to_end(path)
+        return _read(path, table, numbers)
+
+
+def _read(path: Path, table: FrameTable, numbers: list[int]) -> list[bytes]:
+    count = len(table.frames)
+    for number in numbers:
+        if not 1 <= number <= count:
+            raise NotFound(f"frame {number}: the instance has frames 1-{count}")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return [read_frame(fd, table.frames[number - 1]) for number in numbers]
+    finally:
+        os.close(fd)

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from slidebank.access.policy import Action, Principal
 from slidebank.catalog.queries import MAX_PAGE, TEXT_FILTER_FIELDS, SlideFilter, slide_filter
-from slidebank.services import browsing, serving
+from slidebank.services import browsing, deidentification, serving
 from slidebank.services.open_slides import ServedSlide
 from slidebank.services.serving import Picture, RegionQuery
 from slidebank.tiles.encoding import image_format
@@ -114,6 +114,20 @@ async def show_slide(state: State, asker: Asker, request: Request, slide_id: str
     record = await run_in_threadpool(browsing.show_slide, state.repository, asker, slide_id)
     await state.note_read(request, Action.READ_METADATA, record["dataset"]["short_name"], slide_id)
     return record
+
+
+@router.get(
+    "/slides/{slide_id}/deidentification",
+    summary="What de-identification removed or replaced in the slide, and how it was checked",
+)
+async def deidentification_report(
+    state: State, asker: Asker, request: Request, slide_id: str
+) -> dict[str, Any]:
+    """Fields, never their values; 404 for a slide stored as it came."""
+    report = await run_in_threadpool(
+        deidentification.deid_report, state.repository, asker, slide_id
+    )
+    return report
 
 
 @get_and_head(

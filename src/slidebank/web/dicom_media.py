@@ -3,6 +3,7 @@ multipart/related bodies written (responses) and read (STOW-RS requests, from a 
 
 from __future__ import annotations
 
+import functools
 import mmap
 import secrets
 from collections.abc import Iterator
@@ -68,6 +69,24 @@ def _ranges(accept: str) -> list[tuple[str, dict[str, str], float]]:
     return sorted(ranges, key=lambda r: -r[2])
 
 
+def frame_form(accept: str | None, transfer_syntax: str) -> FrameForm:
+    """``choose_frame_form``, remembered: clients send the same few Accept headers again
+    and again, and parsing one costs more than reading a frame."""
+    found = _negotiated(accept, transfer_syntax)
+    if isinstance(found, str):
+        raise HTTPException(406, found)
+    return found
+
+
+@functools.lru_cache(maxsize=256)
+def _negotiated(accept: str | None, transfer_syntax: str) -> FrameForm | str:
+    """The form, or why none is acceptable."""
+    try:
+        return choose_frame_form(accept, transfer_syntax)
+    except HTTPException as exc:
+        return str(exc.detail)
+
+
 def choose_frame_form(accept: str | None, transfer_syntax: str) -> FrameForm:
     """The first form ``accept`` allows of frames stored in ``transfer_syntax``; stored bytes
     are never transcoded, so anything else is 406 Not Acceptable."""
@@ -116,6 +135,21 @@ def multipart_body(
         chunks += [header, part, b"\r\n"]
     chunks.append(f"--{boundary}--\r\n".encode("latin-1"))
     return b"".join(chunks)
+
+
+def frames_body(
+    parts: list[bytes], form: FrameForm, boundary: str | None = None
+) -> tuple[bytes, str]:
+    """The body and Content-Type of frames answered in ``form``: one multipart/related part
+    per frame, or the frame bare."""
+    if not form.multipart:
+        (part,) = parts
+        return part, form.media_type
+    boundary = boundary or new_boundary()
+    return (
+        multipart_body(parts, boundary, form.media_type, form.transfer_syntax),
+        multipart_type(form.media_type, boundary, form.transfer_syntax),
+    )
 
 
 def posted_boundary(content_type: str | None) -> str:

@@ -22,6 +22,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.routing import Route
 
 from slidebank.access.policy import Action, DatasetPolicy, Decision, Principal, decide
 from slidebank.catalog.dicom_queries import Level, keyword_of
@@ -31,8 +32,8 @@ from slidebank.services.dicomweb import DicomReads, Instance, Stored
 from slidebank.services.serving import Picture
 from slidebank.tiles.encoding import MEDIA_TYPES, ImageFormat, encode
 from slidebank.web import dicom_media
-from slidebank.web.auth import client_address, current_principal
-from slidebank.web.caching import cache_headers, picture_response
+from slidebank.web.auth import client_address, credential, current_principal
+from slidebank.web.caching import PictureResponse, cache_headers, picture_response
 from slidebank.web.state import OPEN_DATA_KEY, AppState, app_state
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
@@ -44,6 +45,8 @@ DEFAULT_LIMIT = 1000
 # Bound of a STOW-RS request body; ``Settings.max_stow_bytes`` when it has one.
 DEFAULT_MAX_STOW_BYTES = 4 * 1024**3
 CHUNK = 1024 * 1024
+# At most this many frames of one request are read on the event loop (each a pread).
+LOOP_FRAMES = 16
 
 
 def reads_of(state: AppState) -> DicomReads:
@@ -260,23 +263,51 @@ async def frames(
     """Frames in the stored transfer syntax (never transcoded): `multipart/related` with
     the syntax's media type (or `application/octet-stream` with a `transfer-syntax`), or a
     single frame bare when `Accept` names the media type alone."""
+    # Documents the operation (OpenAPI); requests are answered by ``frames_route`` below,
+    # the same use case as a plain Starlette route ahead of this one.
+    return await _frames(state, request, asker, (study, series, instance), frames)
+
+
+async def frames_route(request: Request) -> Response:
+    """``/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}``:
+    the hot path of WADO-RS (a viewer asks one frame per tile) as a plain Starlette route,
+    like the tile routes of ``web.tiles``: FastAPI's parameter and dependency machinery
+    (``app_state`` runs in the thread pool) cost several times more than the frame."""
+    params = request.path_params
+    uids = (params["study"], params["series"], params["instance"])
+    asker = (await credential(request)).principal
+    return await _frames(app_state(request), request, asker, uids, params["frames"])
+
+
+async def _frames(
+    state: AppState,
+    request: Request,
+    asker: Principal,
+    uids: tuple[str, str, str],
+    frames: str,
+) -> Response:
     numbers = _frame_numbers(frames)
-    (item,) = await _readable(state, request, asker, Action.READ_PIXELS, (study, series, instance))
-    form = dicom_media.choose_frame_form(request.headers.get("accept"), item.transfer_syntax_uid)
+    (item,) = await _readable(state, request, asker, Action.READ_PIXELS, uids)
+    form = dicom_media.frame_form(_header(request, b"accept"), item.transfer_syntax_uid)
     if not form.multipart and len(numbers) != 1:
         raise HTTPException(406, "several frames are only served as multipart/related")
     reads = reads_of(state)
-    if reads.frames.cached(item.path):
-        data = reads.read_frames(item, numbers)  # positions known: a few preads, no thread hop
-    else:
+    # Where the frames lie is known after the first request for the file: then a few
+    # preads from the page cache, answered on the event loop; else (or for many frames)
+    # in the thread pool.
+    data = reads.read_known_frames(item, numbers) if len(numbers) <= LOOP_FRAMES else None
+    if data is None:
         data = await run_in_threadpool(reads.read_frames, item, numbers)
-    headers = cache_headers(request)
-    if not form.multipart:
-        return Response(data[0], media_type=form.media_type, headers=headers)
-    boundary = dicom_media.new_boundary()
-    body = dicom_media.multipart_body(data, boundary, form.media_type, form.transfer_syntax)
-    kind = dicom_media.multipart_type(form.media_type, boundary, form.transfer_syntax)
-    return Response(body, headers={**headers, "Content-Type": kind})
+    body, content_type = dicom_media.frames_body(data, form)
+    return PictureResponse(body, content_type, cache_headers(request))
+
+
+def _header(request: Request, name: bytes) -> str | None:
+    """A request header from the raw list (cheaper than building ``request.headers``)."""
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 @router.get(INSTANCE + "/bulkdata/{tag}", summary="WADO-RS: bulk data (the pixel data)")
@@ -539,3 +570,17 @@ def _stow_response(outcomes: list[Stored], base: str) -> Response:
         answer["00081198"] = {"vr": "SQ", "Value": failed}
     status = 200 if not failed else 202 if referenced else 409
     return _dicom_json(answer, status)
+
+
+# The frames route, first in this router: a plain Starlette route answering GET like the
+# FastAPI route ``frames`` above, which it stands in front of (that one documents it).
+class _GetRoute(Route):
+    """A Starlette route for GET alone (Starlette adds HEAD to every GET route; the FastAPI
+    route it stands in front of answers GET only, and so does the access matrix)."""
+
+    def __init__(self, path: str, endpoint: Any) -> None:
+        super().__init__(path, endpoint, methods=["GET"], include_in_schema=False)
+        self.methods = {"GET"}
+
+
+router.routes.insert(0, _GetRoute(router.prefix + INSTANCE + "/frames/{frames}", frames_route))
