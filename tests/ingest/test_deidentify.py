@@ -226,3 +226,25 @@ def test_a_leak_fails_the_ingest_and_stores_nothing(
     assert "de-identification check failed: aperio.User found" in (outcome.reason or "")
     assert list(repository.store.iter_keys()) == []
     assert browsing.page_of_slides(repository, COMMAND_LINE, SlideFilter())[1] == 0
+
+
+def test_originals_are_kept_only_when_asked_and_apart_from_the_content(
+    tmp_path: Path, cmu_small: Path
+) -> None:
+    for keep in (False, True):
+        settings = Settings(home=tmp_path / f"keep-{keep}", keep_originals=keep)
+        repository = open_repository(settings)
+        try:
+            public_id = _ingest_one(repository, [cmu_small])
+            record, folder = _stored(repository, public_id)
+            kept = sorted((folder / "original").rglob("*")) if keep else []
+            assert (folder / "original").exists() is keep
+            if keep:
+                assert [p.read_bytes() == cmu_small.read_bytes() for p in kept] == [True]
+            # the catalogue's files (what downloads and DICOMweb serve) are the DICOM only
+            assert all(f["name"].endswith(".dcm") for f in record["files"])
+            assert {p.name for p in (folder / "content").iterdir()} == {
+                f["name"] for f in record["files"]
+            }
+        finally:
+            repository.close()

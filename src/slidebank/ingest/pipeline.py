@@ -102,9 +102,8 @@ def _ingest(
     with open_slide(source.files) as reader:
         check_dimensions(reader, source.display)
         with store.stage() as staging:
-            dicom = settings.stored_form == "dicom"
             destination: Destination = "content"
-            if dicom:
+            if settings.stored_form == "dicom":
                 destination = "original" if settings.keep_originals else None
             checksum, files = _validate_while_copying(
                 context, source, reader, staging, progress, destination
@@ -112,16 +111,7 @@ def _ingest(
             known = _registered(context, checksum)
             if known is not None:
                 return _duplicate(source, known, reader.info.format)
-            if dicom:
-                done = deidentify(source, reader, staging, settings, context.key(), entry, checksum)
-                entry = done.entry
-                with open_slide(tuple(staging.content / f.name for f in done.files)) as stored:
-                    scan = describe(stored, checksum, done.files, done.names.slide)
-                    scan = _with_source_format(scan, reader)
-                    write_thumbnail(stored, staging.thumbnail_path, settings.thumbnail_size)
-            else:
-                scan = describe(reader, checksum, files, source.display)
-                write_thumbnail(reader, staging.thumbnail_path, settings.thumbnail_size)
+            entry, scan = _stored_form(context, source, reader, staging, entry, checksum, files)
             store.prepare(staging)
             with store.registration_lock():
                 # Under the lock no other ingest commits or registers, so an object this
@@ -145,6 +135,28 @@ def _ingest(
     return Outcome(
         source.display, "ingested", id=public_id, format=scan.format, size_bytes=scan.size_bytes
     )
+
+
+def _stored_form(
+    context: IngestContext,
+    source: SlideSource,
+    reader: SlideReader,
+    staging: Staging,
+    entry: SlideEntry | None,
+    checksum: str,
+    files: tuple[StoredFile, ...],
+) -> tuple[SlideEntry | None, ScanEntry]:
+    """Write what is stored beside the content (the de-identified DICOM and its report, or
+    nothing more for originals) and describe it: the sidecar entry and the scan to register."""
+    settings = context.settings
+    if settings.stored_form != "dicom":
+        write_thumbnail(reader, staging.thumbnail_path, settings.thumbnail_size)
+        return entry, describe(reader, checksum, files, source.display)
+    done = deidentify(source, reader, staging, settings, context.key(), entry, checksum)
+    with open_slide(tuple(staging.content / f.name for f in done.files)) as stored:
+        scan = describe(stored, checksum, done.files, done.names.slide)
+        write_thumbnail(stored, staging.thumbnail_path, settings.thumbnail_size)
+    return done.entry, _with_source_format(scan, reader)
 
 
 def _with_source_format(scan: ScanEntry, source: SlideReader) -> ScanEntry:
