@@ -107,3 +107,13 @@ system-libs:
 install: system-libs
 
 install-dev: system-libs
+
+# WADO-RS frames against Orthanc with its DICOMweb and WSI plugins (Debian packages; the
+# benchmark starts its own Orthanc on loopback with a generated configuration).
+.PHONY: benchmark-dicomweb
+benchmark-dicomweb: install-dev
+	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	test -x /usr/sbin/Orthanc -a -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so \
+		-a -f /usr/share/orthanc/plugins/libOrthancWSI.so \
+		|| (apt-get update && apt-get install -y orthanc orthanc-dicomweb orthanc-wsi)
+	$(BIN)/python benchmarks/dicomweb.py

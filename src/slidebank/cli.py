@@ -782,6 +782,7 @@ def main() -> None:
     # wsidicom and opentile log on the root logger (orientation notes, size overrides);
     # those are not for the person running a command.
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pydicom").setLevel(logging.ERROR)  # it has a handler of its own
     try:
         app()
     except KeyboardInterrupt:  # pragma: no cover - interactive

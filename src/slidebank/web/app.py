@@ -91,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
         return PlainTextResponse("ok")
 
     app.add_route("/healthz", healthz, include_in_schema=False)
+    dicomweb.install(app)  # frames ahead of the routers, like the tiles
     tiles.install(app)
     app.include_router(api.router)
     app.include_router(access_api.router)
