@@ -340,12 +340,14 @@ def measure_ingest(slide: Path, stored_form: str) -> Process:
 
 
 def conversion_settings() -> dict[str, Any]:
-    """What the ingest hands wsidicomizer, read from slidebank.deid.convert."""
+    """What the ingest hands wsidicomizer for a slide whose stored tiles are passed through
+    (this one), read from slidebank.deid.convert."""
     from slidebank.deid import convert
 
     offset_table = getattr(convert, "OFFSET_TABLE", "eot")
+    workers = getattr(convert, "PASSTHROUGH_WORKERS", convert.ConversionOptions().workers)
     return {
-        "workers": convert.ConversionOptions().workers,
+        "workers": workers,
         "offset_table": {"bot": "basic", "eot": "extended"}.get(offset_table, offset_table),
         "chunk_size": getattr(convert, "PASSTHROUGH_CHUNK_TILES", None),
         "source": convert.SOURCES[0],

@@ -40,13 +40,19 @@ SOURCES = ("opentile", "tiffslide", "openslide")
 # The extended offset table: 64-bit offsets, so a level may exceed 4 GiB (the basic one
 # cannot), and readers find any frame without scanning the item headers.
 OFFSET_TABLE = "eot"
-# Tiles per batch a wsidicomizer worker reads and queues when stored tiles are passed
-# through (opentile), unless a level's source asks for more. Left to the source, SVS asks for
-# 1 tile (wsidicom makes it 2), and the per-batch overhead of wsidicom's thread pipeline
-# (futures, queues, the GIL) made a 2 GB SVS convert in 10-20 s instead of about 5 s. Larger
-# batches cost memory: each level's queue holds up to 100 batches of stored tiles, and the
-# queues fill at once (the writer is the slowest stage). On the 2 GB SVS, 16/32/64 tiles
-# took about 4.9/4.8/4.2 s and +100/+135/+220 MB. Transcoding sources keep their own batch
+# When stored tiles are passed through (no level needs transcoding), wsidicomizer's work is
+# Python moving bytes (reads, queues, one write per tile), held by the GIL: one worker is
+# faster than two (4.4 s against 4.75 s for the 2 GB SVS on 2 cores) and leaves the other
+# core to the rest of the ingest. Transcoding keeps ConversionOptions.workers: JPEG encoding
+# runs outside the GIL.
+PASSTHROUGH_WORKERS = 1
+# Tiles per batch a worker reads and queues when passing through, unless a level's source
+# asks for more (an NDPI level stored as one frame asks for a whole row). Left to the
+# source, SVS asks for 1 tile (wsidicom makes it 2), and the per-batch overhead of
+# wsidicom's thread pipeline (futures, queues) made the 2 GB SVS convert in 10-20 s instead
+# of about 4 s. Larger batches cost memory: each level's queue holds up to 100 batches, and
+# the queues fill at once (writing is the slowest stage). Ingest of the 2 GB SVS with 16/32/64
+# tiles: 10.3/9.8/9.3 s, peak RSS 310/350/460 MB. Transcoding sources keep their own batch
 # size: there a batch is decoded pixels (32 decoded 512 px tiles are 25 MB).
 PASSTHROUGH_CHUNK_TILES = 32
 # How often converted files are written back to disk while the conversion runs.
@@ -195,11 +201,12 @@ def _dicomize(
                     preferred_source=SourceIdentifier(source),
                     uid_generator=uids,
                 ) as wsi:
+                    through = _passes_through(wsi)
                     written = wsi.save(
                         target,
                         uids,
-                        workers=options.workers,
-                        chunk_size=_chunk_size(wsi) if source == "opentile" else None,
+                        workers=PASSTHROUGH_WORKERS if through else options.workers,
+                        chunk_size=_chunk_size(wsi) if through else None,
                         offset_table=OFFSET_TABLE,
                         include_labels=False,
                         include_overviews=options.keep_overview,
@@ -215,6 +222,15 @@ def _dicomize(
             method=f"wsidicomizer ({source})",
         )
     raise UnsupportedFormat(f"{path}: cannot convert to DICOM WSI ({'; '.join(errors)})")
+
+
+def _passes_through(wsi: Any) -> bool:
+    """Whether every pyramid level's stored tiles go into the DICOM files as they are."""
+    return all(
+        image_data.transcoder is None
+        for level in wsi.levels
+        for image_data in level.image_data_map.values()
+    )
 
 
 def _chunk_size(wsi: Any) -> int:
