@@ -42,6 +42,8 @@ Asker = Annotated[Principal, Depends(current_principal)]
 INSTANCE = "/studies/{study}/series/{series}/instances/{instance}"
 QIDO_CONTROLS = frozenset({"limit", "offset", "includefield", "fuzzymatching"})
 DEFAULT_LIMIT = 1000
+# Frames read at once while bulk data streams.
+BULK_BATCH_FRAMES = 256
 # Bound of a STOW-RS request body; ``Settings.max_stow_bytes`` when it has one.
 DEFAULT_MAX_STOW_BYTES = 4 * 1024**3
 CHUNK = 1024 * 1024
@@ -319,15 +321,35 @@ async def bulk_data(
     if tag.upper() != dicomweb.PIXEL_DATA_TAG:
         raise NotFound(f"no bulk data {tag}: other attributes are inline in the metadata")
     (item,) = await _readable(state, request, asker, Action.READ_PIXELS, (study, series, instance))
-    numbers = list(range(1, item.number_of_frames + 1))
-    data = await run_in_threadpool(reads_of(state).read_frames, item, numbers)
     media_type = dicom_media.frame_media_type(item.transfer_syntax_uid)
-    if media_type == dicom_media.OCTET_STREAM:
-        data = [b"".join(data)]
+    syntax = item.transfer_syntax_uid
     boundary = dicom_media.new_boundary()
-    body = dicom_media.multipart_body(data, boundary, media_type, item.transfer_syntax_uid)
-    kind = dicom_media.multipart_type(media_type, boundary, item.transfer_syntax_uid)
-    return Response(body, headers={**cache_headers(request), "Content-Type": kind})
+    reads = reads_of(state)
+
+    def chunks() -> Iterator[bytes]:
+        # A level-0 instance holds a gigabyte of frames: sent in batches as they are read,
+        # never gathered in memory. Native pixel data is one part (its frames concatenated).
+        one_part = media_type == dicom_media.OCTET_STREAM
+        if one_part:
+            yield dicom_media.part_header(boundary, media_type, syntax)
+        for first in range(1, item.number_of_frames + 1, BULK_BATCH_FRAMES):
+            last = min(first + BULK_BATCH_FRAMES, item.number_of_frames + 1)
+            for frame in reads.read_frames(item, list(range(first, last))):
+                if not one_part:
+                    yield dicom_media.part_header(boundary, media_type, syntax)
+                yield frame
+                if not one_part:
+                    yield b"\r\n"
+        if one_part:
+            yield b"\r\n"
+        yield f"--{boundary}--\r\n".encode("latin-1")
+
+    async def body() -> AsyncIterator[bytes]:
+        async for chunk in iterate_in_threadpool(chunks()):
+            yield chunk
+
+    kind = dicom_media.multipart_type(media_type, boundary, syntax)
+    return StreamingResponse(body(), headers={**cache_headers(request), "Content-Type": kind})
 
 
 # WADO-RS: rendered and thumbnails
