@@ -864,18 +864,16 @@ def ingest(paths: Sequence[Path], dataset: str) -> dict[Path, str]:
     return {p: ids[p.resolve()] for p in paths}
 
 
-def stored_file(slide_id: str) -> Path:
-    """The stored copy of a slide in the repository (what both servers read)."""
+def stored_content(slide_id: str) -> list[Path]:
+    """The files of the slide's stored copy in the repository (what Slidebank serves)."""
     image = json.loads(run_cli("show", slide_id, "--json"))["image"]
     key: str = image["storage_key"]
-    files: list[dict[str, Any]] = image["files"]
-    if len(files) != 1:
-        raise SystemExit(f"error: {slide_id} is stored as {len(files)} files; expected one SVS")
-    name: str = files[0]["name"]
-    path = HOME / "blobs" / "objects" / key[:2] / key / "content" / name
-    if not path.is_file():
-        raise SystemExit(f"error: {path} (stored file of {slide_id}) does not exist")
-    return path
+    content = HOME / "blobs" / "objects" / key[:2] / key / "content"
+    paths = [content / item["name"] for item in image["files"]]
+    missing = [path for path in paths if not path.is_file()]
+    if missing:
+        raise SystemExit(f"error: {missing[0]} (stored file of {slide_id}) does not exist")
+    return paths
 
 
 def rss_slides(count: int, size: tuple[int, int]) -> list[Path]:
@@ -1236,11 +1234,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     slide_id = ingest([slide_path], DATASET)[slide_path]
     small_ids = ingest(small, RSS_DATASET)
-    stored = stored_file(slide_id)
+    # Slidebank serves its stored copy (de-identified DICOM by default, the SVS itself when
+    # SLIDEBANK_STORED_FORM=original); the baseline serves the scanner file, as a user of
+    # openslide-python's DeepZoom server would. Both have the SVS's levels and tiles.
+    stored_files = stored_content(slide_id)
+    stored = slide_path
     levels = stored_levels(stored)
     tile = levels[0].tile or 240
     pyramid = Pyramid(width, height, tile)
-    log(f"ingested as {slide_id}; stored at {stored.relative_to(PROJECT_ROOT)}")
+    log(
+        f"ingested as {slide_id}; stored as {len(stored_files)} file(s) "
+        f"({', '.join(sorted({p.suffix for p in stored_files}))}), "
+        f"{sum(p.stat().st_size for p in stored_files):,} bytes"
+    )
     log(f"stored levels (downsample): {[round(level.downsample, 2) for level in levels]}")
 
     trace = pan_zoom_trace(pyramid, profile.pan_zoom, SEED)
@@ -1306,6 +1312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         log(f"warming the page cache: reading {stored.name} ({stored.stat().st_size:,} bytes)")
         warm(stored)
+        for path in stored_files:
+            warm(path)
         slidebank = slidebank_server(WORKERS, LOGS / "slidebank.log")
         baseline = baseline_server(slide_id, stored, WORKERS, LOGS / "baseline.log")
         with running(slidebank), running(baseline):
