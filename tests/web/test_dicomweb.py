@@ -15,6 +15,7 @@ import pydicom
 import pytest
 import requests
 from dicomweb_client import DICOMwebClient
+from fastapi.testclient import TestClient
 from PIL import Image
 from pydicom.encaps import generate_frames
 from pydicom.uid import generate_uid
@@ -27,6 +28,7 @@ from slidebank.catalog.dicom_tables import DicomInstance
 from slidebank.config import Settings
 from slidebank.services import accounts, ingesting
 from slidebank.services.repository import open_repository
+from slidebank.web.app import create_app
 from tests.conftest import _fresh_postgres_database
 from tests.served import running_server
 
@@ -411,3 +413,34 @@ def test_stow_by_a_steward_goes_through_ingest(
         )
         assert response.status_code in (409, 415), response.text
     shutil.rmtree(tmp_path / "copy")
+
+
+def test_stow_bodies_over_the_limit_are_refused_and_store_nothing(world: DicomWorld) -> None:
+    settings = world.settings.model_copy(update={"max_stow_bytes": 1024 * 1024})
+    headers = {
+        "Authorization": f"Bearer {world.tokens['steward']}",
+        "Content-Type": 'multipart/related; type="application/dicom"; boundary=x',
+    }
+    body = b"--x\r\nContent-Type: application/dicom\r\n\r\n" + b"\0" * (2 * 1024 * 1024)
+    repository = open_repository(settings)
+    try:
+        with repository.catalogue.reading() as session:
+            before = queries.count_images(session, queries.SlideFilter())
+    finally:
+        repository.close()
+    with TestClient(create_app(settings)) as web:
+        declared = web.post("/dicomweb/studies", content=body + b"\r\n--x--", headers=headers)
+        assert declared.status_code == 413 and "at most 1048576 bytes" in declared.text
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+            for _ in range(3):
+                yield b"\0" * (1024 * 1024)
+
+        streamed = web.post("/dicomweb/studies", content=chunks(), headers=headers)
+        assert streamed.status_code == 413
+    repository = open_repository(settings)
+    try:
+        with repository.catalogue.reading() as session:
+            assert queries.count_images(session, queries.SlideFilter()) == before
+    finally:
+        repository.close()

@@ -44,8 +44,6 @@ QIDO_CONTROLS = frozenset({"limit", "offset", "includefield", "fuzzymatching"})
 DEFAULT_LIMIT = 1000
 # Frames read at once while bulk data streams.
 BULK_BATCH_FRAMES = 256
-# Bound of a STOW-RS request body; ``Settings.max_stow_bytes`` when it has one.
-DEFAULT_MAX_STOW_BYTES = 4 * 1024**3
 CHUNK = 1024 * 1024
 # At most this many frames of one request are read on the event loop (each a pread).
 LOOP_FRAMES = 16
@@ -539,7 +537,7 @@ async def _store(
 ) -> Response:
     name = await run_in_threadpool(dicomweb.stow_dataset, state.repository, asker, dataset)
     boundary = dicom_media.posted_boundary(request.headers.get("content-type"))
-    limit = int(getattr(state.settings, "max_stow_bytes", DEFAULT_MAX_STOW_BYTES))
+    limit = state.settings.max_stow_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, f"a STOW-RS request may carry at most {limit} bytes")
