@@ -254,6 +254,20 @@ def _fresh_file_meta(dataset: Dataset) -> FileMetaDataset:
     return meta
 
 
+def preload_converter() -> threading.Thread:
+    """Import wsidicomizer (about a second) on a thread of its own while the source is being
+    hashed, so that a one-slide ingest (or a STOW) does not wait for it afterwards. Only for
+    sources that are not DICOM: the import briefly makes pydicom strict for the process."""
+
+    def load() -> None:
+        with _pydicom_validation_kept():
+            import wsidicomizer  # noqa: F401
+
+    thread = threading.Thread(target=load, name="slidebank-import-wsidicomizer", daemon=True)
+    thread.start()
+    return thread
+
+
 @contextlib.contextmanager
 def _pydicom_validation_kept() -> Iterator[None]:
     """wsidicomizer sets pydicom's process-wide ``enforce_valid_values`` when imported, which

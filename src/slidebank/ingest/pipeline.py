@@ -19,6 +19,7 @@ from slidebank.catalog import dicom_queries, queries
 from slidebank.catalog.database import Catalogue
 from slidebank.catalog.entries import DatasetEntry, ScanEntry, SlideEntry, StoredFile
 from slidebank.config import Settings
+from slidebank.deid.convert import preload_converter
 from slidebank.deid.pseudonyms import repository_key
 from slidebank.errors import SlidebankError, StorageError, without_location
 from slidebank.ingest.deidentify import deidentify
@@ -30,6 +31,7 @@ from slidebank.ingest.store import Destination, stage_copy
 from slidebank.ingest.thumbnail import write_thumbnail
 from slidebank.ingest.validate import check_dimensions, validate
 from slidebank.slides import SlideReader, open_slide
+from slidebank.slides.sniff import is_dicom
 from slidebank.storage import BlobStore, Staging
 
 Status = Literal["ingested", "duplicate", "failed"]
@@ -105,6 +107,8 @@ def _ingest(
             destination: Destination = "content"
             if settings.stored_form == "dicom":
                 destination = "original" if settings.keep_originals else None
+                if not any(is_dicom(path) for path in source.files):
+                    preload_converter()
             checksum, files = _validate_while_copying(
                 context, source, reader, staging, progress, destination
             )
