@@ -315,6 +315,9 @@ def test_the_slide_page_shows_the_viewer_and_the_whole_record(site: Site) -> Non
     assert f'href="/api/slides/{site.rat}"' in page
     assert f'href="/iiif/3/{site.rat}/info.json"' in page
     assert f'href="/api/slides/{site.rat}/deidentification"' in page
+    assert f'href="/api/slides/{site.rat}/download" download>Download (DICOM, ZIP)' in page
+    archive = site.client.get(f"/api/slides/{site.rat}/download")
+    assert archive.status_code == 200 and archive.content[:2] == b"PK"
     assert site.client.get(f"/iiif/3/{site.rat}/info.json").status_code == 200
     # Levels and the scanner's properties are there, folded away.
     assert re.search(r"<summary>\d+ levels</summary>", page)
