@@ -208,16 +208,16 @@ def _apply(
     action = actions.get(element.tag)
     if action is None:
         return
+    if action == "remove" and keyword in REQUIRED_VALUE:
+        action = "dummy"
+    elif action == "remove" and keyword in REQUIRED_PRESENT:
+        action = "empty"
     if element.VR in DATE_VRS and names.date_shift is not None and action != "remove":
         shifted = _shift(element.value, element.VR, names.date_shift)
         if shifted != element.value:
             element.value = shifted
             report.shifted.add(keyword)
         return
-    if action == "remove" and keyword in REQUIRED_VALUE:
-        action = "dummy"
-    elif action == "remove" and keyword in REQUIRED_PRESENT:
-        action = "empty"
     if action == "remove":
         del ds[element.tag]
         report.removed.add(keyword)
