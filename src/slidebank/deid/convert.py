@@ -257,7 +257,8 @@ def _fresh_file_meta(dataset: Dataset) -> FileMetaDataset:
 def preload_converter() -> threading.Thread:
     """Import wsidicomizer (about a second) on a thread of its own while the source is being
     hashed, so that a one-slide ingest (or a STOW) does not wait for it afterwards. Only for
-    sources that are not DICOM: the import briefly makes pydicom strict for the process."""
+    sources that are not DICOM: the import briefly makes pydicom strict for the process.
+    The caller joins the thread before anything else may import wsidicom."""
 
     def load() -> None:
         with _pydicom_validation_kept():

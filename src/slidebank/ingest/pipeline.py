@@ -105,13 +105,20 @@ def _ingest(
         check_dimensions(reader, source.display)
         with store.stage() as staging:
             destination: Destination = "content"
+            loader = None
             if settings.stored_form == "dicom":
                 destination = "original" if settings.keep_originals else None
                 if not any(is_dicom(path) for path in source.files):
-                    preload_converter()
-            checksum, files = _validate_while_copying(
-                context, source, reader, staging, progress, destination
-            )
+                    loader = preload_converter()
+            try:
+                checksum, files = _validate_while_copying(
+                    context, source, reader, staging, progress, destination
+                )
+            finally:
+                # Before anything else imports wsidicom: two threads importing it at once
+                # can meet a half-initialised module.
+                if loader is not None:
+                    loader.join()
             known = _registered(context, checksum)
             if known is not None:
                 return _duplicate(source, known, reader.info.format)

@@ -5,7 +5,11 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
-from slidebank.catalog import access_tables, dicom_tables  # noqa: F401  (register their tables)
+from slidebank.catalog import (  # noqa: F401  (register their tables)
+    access_tables,
+    annotation_tables,
+    dicom_tables,
+)
 from slidebank.catalog.tables import Base
 
 # Any fixed number: the PostgreSQL advisory lock that serialises concurrent migrations.

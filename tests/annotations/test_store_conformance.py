@@ -1,0 +1,187 @@
+"""One suite for every annotation store: the in-memory reference, and the SQL store on
+SQLite and PostgreSQL, must give the same answers (and those of a brute-force check)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import shapely
+from shapely.geometry import LineString, MultiPoint, MultiPolygon, Point, Polygon, box
+
+from slidebank.annotations.memory_store import MemoryAnnotationStore
+from slidebank.annotations.model import Annotation, Viewport
+from slidebank.annotations.sql_store import SqlAnnotationStore
+from slidebank.annotations.store import AnnotationStore
+from slidebank.catalog.annotation_tables import AnnotationSet
+from slidebank.catalog.tables import Image
+from slidebank.config import Settings
+from slidebank.services.ingesting import ingest_paths
+from slidebank.services.repository import open_repository
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+def store_and_sets(
+    request: pytest.FixtureRequest, tmp_path: Path, slides_dir: Path
+) -> Iterator[tuple[AnnotationStore, int, int]]:
+    if request.param == "memory":
+        yield MemoryAnnotationStore(), 1, 2
+        return
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'catalogue.sqlite'}"
+        databases: Iterator[str] = iter([url])
+    else:
+        from tests.conftest import _fresh_postgres_database
+
+        databases = _fresh_postgres_database(request.getfixturevalue("postgres_admin"))
+    for url in databases:
+        repository = open_repository(Settings(home=tmp_path / "repo", database_url=url))
+        try:
+            report = ingest_paths(repository, [slides_dir / "aperio" / "small-crop.svs"])
+            assert report.outcomes[0].status == "ingested"
+            with repository.catalogue.transaction() as session:
+                image = session.query(Image).one()
+                sets = [
+                    AnnotationSet(
+                        image_id=image.id,
+                        name=name,
+                        kind="manual",
+                        author="tester",
+                        created_at=datetime.now(UTC),
+                    )
+                    for name in ("first", "second")
+                ]
+                session.add_all(sets)
+                session.flush()
+                ids = (sets[0].id, sets[1].id)
+            yield SqlAnnotationStore(repository.catalogue), *ids
+        finally:
+            repository.close()
+
+
+def _annotations() -> list[Annotation]:
+    items: list[Annotation] = []
+    for row in range(20):
+        for column in range(20):
+            x, y = column * 20.0, row * 20.0
+            label = ("tumor", "stroma", None)[(row + column) % 3]
+            items.append(
+                Annotation(
+                    box(x, y, x + 10 + row % 4, y + 10),
+                    "rectangle",
+                    label,
+                    {"n": row * 20 + column},
+                    {"area_um2": 1.5},
+                    0.9,
+                )
+            )
+    ring = Polygon(
+        [(0, 0), (400, 0), (400, 400), (0, 400)], [[(150, 150), (250, 150), (250, 250), (150, 250)]]
+    )
+    items += [
+        Annotation(ring, "polygon", "region"),
+        Annotation(Point(500, 500), "point", "cell"),
+        Annotation(MultiPoint([(505, 505), (900, 900)]), "multipoint", "cell"),
+        Annotation(LineString([(0, 600), (800, 600)]), "line", "margin"),
+        Annotation(
+            MultiPolygon([box(700, 700, 720, 720), box(760, 760, 780, 780)]),
+            "multipolygon",
+            "tumor",
+        ),
+    ]
+    return items
+
+
+def _key(item: Annotation) -> tuple[str | None, str, str]:
+    return item.label, item.shape, shapely.normalize(item.geometry).wkt
+
+
+def _brute(items: list[Annotation], viewport: Viewport) -> list[tuple[str | None, str, str]]:
+    window = box(viewport.x0, viewport.y0, viewport.x1, viewport.y1)
+    return [_key(a) for a in items if a.geometry.intersects(window)]
+
+
+def test_viewport_queries_equal_a_brute_force_check(
+    store_and_sets: tuple[AnnotationStore, int, int],
+) -> None:
+    store, first, second = store_and_sets
+    items = _annotations()
+    assert store.insert(first, items) == len(items)
+    store.insert(second, [Annotation(box(0, 0, 1000, 1000), "rectangle", "other")])
+    rng = random.Random(7)
+    for _ in range(40):
+        x0, y0 = rng.uniform(-50, 900), rng.uniform(-50, 900)
+        viewport = Viewport(x0, y0, x0 + rng.uniform(0, 200), y0 + rng.uniform(0, 200))
+        found = store.query([first], viewport)
+        assert [_key(a) for a in found] == _brute(items, viewport)
+        assert all(a.id is not None for a in found)
+
+
+def test_exact_intersection_after_the_bounding_box(
+    store_and_sets: tuple[AnnotationStore, int, int],
+) -> None:
+    store, first, _ = store_and_sets
+    store.insert(first, _annotations())
+    inside_the_hole = Viewport(195, 195, 198, 198)  # inside the ring's box, in its hole
+    labels = {a.label for a in store.query([first], inside_the_hole)}
+    assert "region" not in labels
+    touching = Viewport(250, 250, 260, 260)  # the hole's corner touches: that intersects
+    assert "region" in {a.label for a in store.query([first], touching)}
+
+
+def test_filters_limit_counts_and_sets_apart(
+    store_and_sets: tuple[AnnotationStore, int, int],
+) -> None:
+    store, first, second = store_and_sets
+    items = _annotations()
+    store.insert(first, items)
+    store.insert(second, [Annotation(box(0, 0, 1000, 1000), "rectangle", "other")])
+    everything = Viewport(-10, -10, 1010, 1010)
+    tumor = store.query([first], everything, labels=["tumor"])
+    assert [_key(a) for a in tumor] == [_key(a) for a in items if a.label == "tumor"]
+    big = store.query([first], everything, min_area=120)
+    assert [_key(a) for a in big] == [_key(a) for a in items if a.geometry.area >= 120]
+    assert [_key(a) for a in store.query([first], everything, limit=5)] == [
+        _key(a) for a in items[:5]
+    ]
+    counts = store.count_by_label([first], Viewport(0, 0, 100, 100))
+    window = box(0, 0, 100, 100)
+    expected: dict[str | None, int] = {}
+    for item in items:
+        if item.geometry.intersects(window):
+            expected[item.label] = expected.get(item.label, 0) + 1
+    assert counts == expected
+    both = store.query([first, second], everything, labels=["other"])
+    assert [a.label for a in both] == ["other"]
+    first_item = store.query([first], Viewport(0, 0, 1, 1), labels=["tumor"])[0]
+    assert (first_item.properties, first_item.measurements, first_item.confidence) == (
+        {"n": 0},
+        {"area_um2": 1.5},
+        0.9,
+    )
+
+
+def test_stream_keeps_order_and_delete_takes_one_set(
+    store_and_sets: tuple[AnnotationStore, int, int],
+) -> None:
+    store, first, second = store_and_sets
+    items = _annotations()
+    store.insert(first, items[:100])
+    store.insert(first, items[100:])  # appended after the first batch
+    store.insert(second, items[:3])
+    assert [_key(a) for a in store.stream(first)] == [_key(a) for a in items]
+    assert store.delete_set(first) == len(items)
+    everything = Viewport(-10, -10, 1010, 1010)
+    assert store.query([first], everything) == []
+    assert len(store.query([second], everything)) == 3
+
+
+def test_a_failed_insert_stores_nothing(store_and_sets: tuple[AnnotationStore, int, int]) -> None:
+    store, first, _ = store_and_sets
+    items = [*_annotations()[:10], Annotation(Polygon(), "polygon", "broken")]
+    with pytest.raises(ValueError, match="annotation 10: empty geometry"):
+        store.insert(first, items)
+    assert store.query([first], Viewport(-10, -10, 1010, 1010)) == []
