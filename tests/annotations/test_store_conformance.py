@@ -185,3 +185,32 @@ def test_a_failed_insert_stores_nothing(store_and_sets: tuple[AnnotationStore, i
     with pytest.raises(ValueError, match="annotation 10: empty geometry"):
         store.insert(first, items)
     assert store.query([first], Viewport(-10, -10, 1010, 1010)) == []
+
+
+def test_density_for_zoomed_out_views_counts_centres_per_cell(
+    store_and_sets: tuple[AnnotationStore, int, int],
+) -> None:
+    store, first, second = store_and_sets
+    items = _annotations()
+    store.insert(first, items)
+    store.insert(second, [Annotation(box(0, 0, 10, 10), "rectangle", "other")])
+    for viewport, cell in (
+        (Viewport(0, 0, 1000, 1000), 64.0),
+        (Viewport(37.5, 12.25, 555.0, 433.0), 25.0),
+        (Viewport(-100, -100, 100, 100), 200.0),
+    ):
+        expected: dict[tuple[int, int], int] = {}
+        for item in items:
+            min_x, min_y, max_x, max_y = item.geometry.bounds
+            x, y = (min_x + max_x) / 2, (min_y + max_y) / 2
+            if viewport.x0 <= x < viewport.x1 and viewport.y0 <= y < viewport.y1:
+                key = (int((x - viewport.x0) // cell), int((y - viewport.y0) // cell))
+                expected[key] = expected.get(key, 0) + 1
+        assert store.density([first], viewport, cell) == expected
+    assert sum(store.density([first, second], Viewport(0, 0, 1000, 1000), 500).values()) == (
+        len(items) + 1
+    )
+    with pytest.raises(ValueError, match="more than 65,536"):
+        store.density([first], Viewport(0, 0, 100_000, 100_000), 1)
+    with pytest.raises(ValueError, match="must be positive"):
+        store.density([first], Viewport(0, 0, 10, 10), 0)

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from shapely import STRtree, box
 
 from slidebank.annotations.model import Annotation, Viewport
+from slidebank.annotations.store import density_grid
 
 
 class MemoryAnnotationStore:
@@ -61,6 +62,20 @@ class MemoryAnnotationStore:
         counts: dict[str | None, int] = {}
         for item in self.query(set_ids, viewport):
             counts[item.label] = counts.get(item.label, 0) + 1
+        return counts
+
+    def density(
+        self, set_ids: Sequence[int], viewport: Viewport, cell: float
+    ) -> dict[tuple[int, int], int]:
+        density_grid(viewport, cell)
+        counts: dict[tuple[int, int], int] = {}
+        for set_id in set_ids:
+            for item in self._sets.get(set_id, []):
+                min_x, min_y, max_x, max_y = item.geometry.bounds
+                x, y = (min_x + max_x) / 2, (min_y + max_y) / 2
+                if viewport.x0 <= x < viewport.x1 and viewport.y0 <= y < viewport.y1:
+                    key = (int((x - viewport.x0) // cell), int((y - viewport.y0) // cell))
+                    counts[key] = counts.get(key, 0) + 1
         return counts
 
     def stream(self, set_id: int) -> Iterator[Annotation]:
