@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from shapely import STRtree, box
 
 from slidebank.annotations.model import Annotation, Viewport
-from slidebank.annotations.store import density_grid
+from slidebank.annotations.store import density_grid, label_counts
 
 
 class MemoryAnnotationStore:
@@ -59,10 +59,7 @@ class MemoryAnnotationStore:
         return found[:limit] if limit is not None else found
 
     def count_by_label(self, set_ids: Sequence[int], viewport: Viewport) -> dict[str | None, int]:
-        counts: dict[str | None, int] = {}
-        for item in self.query(set_ids, viewport):
-            counts[item.label] = counts.get(item.label, 0) + 1
-        return counts
+        return label_counts(self.query(set_ids, viewport))
 
     def density(
         self, set_ids: Sequence[int], viewport: Viewport, cell: float

@@ -19,7 +19,7 @@ from sqlalchemy import Table, bindparam, delete, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from slidebank.annotations.model import Annotation, Viewport
-from slidebank.annotations.store import density_grid
+from slidebank.annotations.store import density_grid, label_counts
 from slidebank.catalog.annotation_tables import AnnotationRow
 from slidebank.catalog.database import Catalogue
 
@@ -130,10 +130,7 @@ class SqlAnnotationStore:
         )
 
     def count_by_label(self, set_ids: Sequence[int], viewport: Viewport) -> dict[str | None, int]:
-        counts: dict[str | None, int] = {}
-        for item in self.query(set_ids, viewport):
-            counts[item.label] = counts.get(item.label, 0) + 1
-        return counts
+        return label_counts(self.query(set_ids, viewport))
 
     def density(
         self, set_ids: Sequence[int], viewport: Viewport, cell: float

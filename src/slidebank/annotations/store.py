@@ -3,6 +3,7 @@ the store of the catalogue (SQLite and PostgreSQL). One conformance suite runs b
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
 
@@ -10,6 +11,11 @@ from slidebank.annotations.model import Annotation, Viewport
 
 # A density grid is for drawing: a 4K screen in 16 px cells is about 32,000 cells.
 MAX_DENSITY_CELLS = 65_536
+
+
+def label_counts(items: Iterable[Annotation]) -> dict[str | None, int]:
+    """How many of ``items`` carry each label (the stores count what a query found)."""
+    return dict(Counter(item.label for item in items))
 
 
 def density_grid(viewport: Viewport, cell: float) -> tuple[int, int]:

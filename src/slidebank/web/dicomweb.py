@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
@@ -342,12 +342,8 @@ async def bulk_data(
             yield b"\r\n"
         yield f"--{boundary}--\r\n".encode("latin-1")
 
-    async def body() -> AsyncIterator[bytes]:
-        async for chunk in iterate_in_threadpool(chunks()):
-            yield chunk
-
     kind = dicom_media.multipart_type(media_type, boundary, syntax)
-    return StreamingResponse(body(), headers={**cache_headers(request), "Content-Type": kind})
+    return StreamingResponse(chunks(), headers={**cache_headers(request), "Content-Type": kind})
 
 
 # WADO-RS: rendered and thumbnails
@@ -476,12 +472,8 @@ async def _retrieve(state: AppState, request: Request, asker: Principal, *uids: 
             yield b"\r\n"
         yield f"--{boundary}--\r\n".encode("latin-1")
 
-    async def body() -> AsyncIterator[bytes]:
-        async for chunk in iterate_in_threadpool(chunks()):
-            yield chunk
-
     kind = dicom_media.multipart_type(dicom_media.DICOM, boundary)
-    return StreamingResponse(body(), headers={**cache_headers(request), "Content-Type": kind})
+    return StreamingResponse(chunks(), headers={**cache_headers(request), "Content-Type": kind})
 
 
 @router.get("/studies/{study}", summary="WADO-RS: a study's instances (application/dicom)")
