@@ -54,7 +54,6 @@ import http.client
 import json
 import os
 import random
-import resource
 import shutil
 import signal
 import subprocess
@@ -86,6 +85,7 @@ from tiles import (
     _terminate,
     free_port,
     json_values,
+    latencies,
     log,
     median,
     running,
@@ -501,56 +501,7 @@ class FrameReplayer(Replayer):
         """Replay ``trace`` once (or for at most ``seconds``)."""
         length = self.lengths[trace]
         bound = int(seconds) if seconds else int(min(900, max(60, length / 10)))
-        self.count += 1
-        marker = self.folder / f"done-{self.count}"
-        command = [
-            str(self.wrk),
-            "-t1",
-            f"-c{connections}",
-            f"-d{bound}s",
-            "--timeout",
-            f"{bound + 60}s",
-            "-s",
-            str(self.script),
-            server.url,
-            "--",
-            str(self.traces[trace]),
-            str(marker),
-            "1",
-            str(connections),
-        ]
-        cpu_before = server.cpu_by_process()
-        machine_before = psutil.cpu_times()
-        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        process = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-        try:
-            deadline = time.monotonic() + bound + 30
-            done = Path(f"{marker}.0")
-            while not done.exists() and process.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.01)
-            if process.poll() is None and done.exists():
-                process.send_signal(signal.SIGINT)
-            output, _ = process.communicate(timeout=max(30.0, deadline - time.monotonic()))
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-        children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu_after = server.cpu_by_process()
-        machine_after = psutil.cpu_times()
-        line = next((x for x in output.splitlines() if x.startswith("BENCH ")), None)
-        if line is None:
-            raise RunFailed(
-                f"wrk gave no result for {server.name} {trace} c{connections}:\n{output}"
-            )
-        result = json.loads(line[len("BENCH ") :])
+        result, usage = self.replay(server, trace, connections, bound, timeout_s=bound + 60)
         completed = int(result["completed"])
         failures = sum(int(v) for v in result["errors"].values())
         if seconds is None and (not result["finished"] or completed != length):
@@ -561,16 +512,6 @@ class FrameReplayer(Replayer):
         if completed == 0:
             raise RunFailed(f"{server.name} {trace} c{connections}: no request completed")
         elapsed = float(result["seconds"])
-        wrk_cpu = (children_after.ru_utime - children_before.ru_utime) + (
-            children_after.ru_stime - children_before.ru_stime
-        )
-        per_process = sorted(
-            (cpu_after[pid] - cpu_before.get(pid, 0.0) for pid in cpu_after), reverse=True
-        )
-        busy = sum(
-            getattr(machine_after, name) - getattr(machine_before, name)
-            for name in ("user", "nice", "system", "irq", "softirq")
-        )
         return FrameRun(
             server=server.name,
             trace=trace,
@@ -579,17 +520,8 @@ class FrameReplayer(Replayer):
             requests=completed,
             seconds=elapsed,
             rate=completed / elapsed,
-            p50_ms=result["p50_us"] / 1000,
-            p90_ms=result["p90_us"] / 1000,
-            p99_ms=result["p99_us"] / 1000,
-            max_ms=result["max_us"] / 1000,
-            mean_ms=result["mean_us"] / 1000,
-            mbytes=result["bytes"] / 1e6,
-            server_cpu_s=sum(per_process),
-            wrk_cpu_s=wrk_cpu,
-            worker_cpu_s=[round(value, 2) for value in per_process if value >= 0.005],
-            others_cpu_s=max(0.0, busy - sum(per_process) - wrk_cpu),
-            steal_s=machine_after.steal - machine_before.steal,
+            **asdict(latencies(result)),
+            **asdict(usage),
             bounded=not result["finished"],
             listed=length,
             failures=failures,

@@ -502,6 +502,17 @@ class Run:
     steal_s: float
 
 
+@dataclass
+class Usage:
+    """CPU time during one run (seconds)."""
+
+    server_cpu_s: float
+    wrk_cpu_s: float
+    worker_cpu_s: list[float]  # per server process, largest first
+    others_cpu_s: float  # the rest of the machine meanwhile (other users)
+    steal_s: float
+
+
 class RunFailed(RuntimeError):
     pass
 
@@ -540,6 +551,33 @@ class Replayer:
             raise ValueError(f"trace {trace} has fewer requests than {connections} connections")
         # Bounded: wrk stops by itself after this long even if the trace is not done.
         bound = int(min(900, max(60, length / 10)))
+        result, usage = self.replay(server, trace, connections, bound, timeout_s=30)
+        errors = {k: v for k, v in result["errors"].items() if v}
+        complete = result["completed"] == result["responses"] == length
+        if not result["finished"] or not complete or errors:
+            raise RunFailed(
+                f"{server.name} {trace} c{connections}: {result['completed']} of {length} "
+                f"requests done within {bound} s, errors {errors} (status: 4xx or 5xx)\n"
+                f"{server.log_tail()}"
+            )
+        seconds = result["seconds"]
+        return Run(
+            server=server.name,
+            trace=trace,
+            connections=connections,
+            round=round_,
+            requests=length,
+            seconds=seconds,
+            rate=length / seconds,
+            **asdict(latencies(result)),
+            **asdict(usage),
+        )
+
+    def replay(
+        self, server: Server, trace: str, connections: int, bound: int, timeout_s: int
+    ) -> tuple[dict[str, Any], Usage]:
+        """One wrk run over ``trace`` (at most ``bound`` seconds): its result record, and
+        the CPU the server, wrk and the rest of the machine used meanwhile."""
         self.count += 1
         marker = self.folder / f"done-{self.count}"
         command = [
@@ -548,7 +586,7 @@ class Replayer:
             f"-c{connections}",
             f"-d{bound}s",
             "--timeout",
-            "30s",
+            f"{timeout_s}s",
             "-s",
             str(self.script),
             server.url,
@@ -570,7 +608,7 @@ class Replayer:
             preexec_fn=_die_with_parent,
         )
         try:
-            deadline = time.monotonic() + bound + 15
+            deadline = time.monotonic() + bound + 30
             done = Path(f"{marker}.0")
             while not done.exists() and process.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.01)
@@ -589,16 +627,6 @@ class Replayer:
             raise RunFailed(
                 f"wrk gave no result for {server.name} {trace} c{connections}:\n{output}"
             )
-        result = json.loads(line[len("BENCH ") :])
-        errors = {k: v for k, v in result["errors"].items() if v}
-        complete = result["completed"] == result["responses"] == length
-        if not result["finished"] or not complete or errors:
-            raise RunFailed(
-                f"{server.name} {trace} c{connections}: {result['completed']} of {length} "
-                f"requests done within {bound} s, errors {errors} (status: 4xx or 5xx)\n"
-                f"{server.log_tail()}"
-            )
-        seconds = result["seconds"]
         wrk_cpu = (children_after.ru_utime - children_before.ru_utime) + (
             children_after.ru_stime - children_before.ru_stime
         )
@@ -609,26 +637,36 @@ class Replayer:
             getattr(machine_after, name) - getattr(machine_before, name)
             for name in ("user", "nice", "system", "irq", "softirq")
         )
-        return Run(
-            server=server.name,
-            trace=trace,
-            connections=connections,
-            round=round_,
-            requests=length,
-            seconds=seconds,
-            rate=length / seconds,
-            p50_ms=result["p50_us"] / 1000,
-            p90_ms=result["p90_us"] / 1000,
-            p99_ms=result["p99_us"] / 1000,
-            max_ms=result["max_us"] / 1000,
-            mean_ms=result["mean_us"] / 1000,
-            mbytes=result["bytes"] / 1e6,
+        usage = Usage(
             server_cpu_s=sum(per_process),
             wrk_cpu_s=wrk_cpu,
             worker_cpu_s=[round(value, 2) for value in per_process if value >= 0.005],
             others_cpu_s=max(0.0, busy - sum(per_process) - wrk_cpu),
             steal_s=machine_after.steal - machine_before.steal,
         )
+        return json.loads(line[len("BENCH ") :]), usage
+
+
+@dataclass
+class Latencies:
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    mean_ms: float
+    mbytes: float
+
+
+def latencies(result: dict[str, Any]) -> Latencies:
+    """wrk's latencies (µs) and bytes, in the units of ``Run``."""
+    return Latencies(
+        p50_ms=result["p50_us"] / 1000,
+        p90_ms=result["p90_us"] / 1000,
+        p99_ms=result["p99_us"] / 1000,
+        max_ms=result["max_us"] / 1000,
+        mean_ms=result["mean_us"] / 1000,
+        mbytes=result["bytes"] / 1e6,
+    )
 
 
 # --------------------------------------------------------------------------- servers
