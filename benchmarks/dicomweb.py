@@ -91,6 +91,7 @@ from tiles import (
     running,
     write_json,
 )
+from tiles import run_cli as tiles_run_cli
 
 BENCHMARKS = Path(__file__).resolve().parent
 DATA = BENCHMARKS / "data"
@@ -155,19 +156,7 @@ class StoredInstance:
 
 
 def run_cli(*args: str) -> str:
-    result = subprocess.run(
-        [str(slidebank_command()), *args],
-        env={**os.environ, "SLIDEBANK_HOME": str(HOME)},
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_ROOT,
-    )
-    if result.returncode != 0:
-        raise SystemExit(
-            f"error: slidebank {' '.join(args[:2])} ... failed ({result.returncode}):\n"
-            f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
-        )
-    return result.stdout
+    return tiles_run_cli(*args, home=HOME)
 
 
 def ingest(path: Path) -> str:

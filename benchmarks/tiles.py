@@ -855,10 +855,11 @@ def fetch(url: str, timeout: float = 60.0) -> bytes:
 # --------------------------------------------------------------------------- slides
 
 
-def run_cli(*args: str) -> str:
+def run_cli(*args: str, home: Path = HOME) -> str:
+    """``slidebank ARGS`` on the benchmark's repository; its output, or exit with the error."""
     result = subprocess.run(
         [str(slidebank_command()), *args],
-        env={**os.environ, "SLIDEBANK_HOME": str(HOME)},
+        env={**os.environ, "SLIDEBANK_HOME": str(home)},
         capture_output=True,
         text=True,
         cwd=PROJECT_ROOT,
