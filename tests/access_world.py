@@ -18,7 +18,7 @@ from slidebank.catalog.access_tables import ApiToken, Grant
 from slidebank.catalog.dicom_tables import DicomInstance
 from slidebank.catalog.queries import SlideFilter
 from slidebank.config import Settings
-from slidebank.services import accounts, browsing, ingesting, samples
+from slidebank.services import accounts, annotating, browsing, ingesting, samples
 from slidebank.services.repository import Repository, open_repository
 
 PASSWORD = "a long enough password"
@@ -53,6 +53,7 @@ class World:
     session_secret: str = ""  # plain's browser session
     dicom: tuple[str, str, str] = ("", "", "")  # study, series, instance UIDs (if ingested)
     stored_file: str = ""  # a stored DICOM file of the slide, for downloads
+    annotation_sets: dict[str, int] = field(default_factory=dict)  # the annotator's: own, promote
 
 
 def build_world(home: Path, database_url: str | None, dicom: Path | None = None) -> World:
@@ -123,6 +124,12 @@ def build_world(home: Path, database_url: str | None, dicom: Path | None = None)
         signed_in = accounts.sign_in(repository, "plain", PASSWORD, "127.0.0.1", 2)
         assert not isinstance(signed_in, SignInRefused)
         world.session_secret = signed_in.secret
+        annotator = accounts.principal_for_user(repository, "annotator")
+        for key in ("own", "promote"):
+            made = annotating.create_set(repository, annotator, world.slide_id, key)
+            world.annotation_sets[key] = made["id"]
+            feature = {"type": "Point", "coordinates": [5, 5]}
+            annotating.edit(repository, annotator, made["id"], add=[{"geometry": feature}])
         # The grant holder has also accepted the terms (what registered datasets ask).
         accounts.accept_terms(
             repository, accounts.principal_for_user(repository, "holder"), DATASET

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import typer
 from rich.console import Console
@@ -776,6 +777,335 @@ def audit_export(
     for row in rows:
         cells = [row[c] for c in columns] + [json.dumps(row["detail"])]
         writer.writerow([csv_cell(cell) for cell in cells])
+
+
+annotations_app = typer.Typer(
+    help="Annotations: import and export files, sets, history, agreement, label schemas.",
+    no_args_is_help=True,
+)
+app.add_typer(annotations_app, name="annotations")
+ImportFormatOption = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        help="auto, qupath, geojson, asap, imagescope, dsa or dicom-ann.",
+    ),
+]
+
+
+class _ReadProgress:
+    """A binary file whose reads advance a progress bar (imports stream the file)."""
+
+    def __init__(self, source: BinaryIO, bar: Progress, task: Any) -> None:
+        self._source, self._bar, self._task = source, bar, task
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        self._bar.advance(self._task, len(data))
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        position = self._source.seek(offset, whence)
+        self._bar.update(self._task, completed=position)
+        return position
+
+    def tell(self) -> int:
+        return self._source.tell()
+
+
+@annotations_app.command("import")
+def annotations_import(
+    slide: Annotated[str, typer.Argument(help="Slide id (sb-...).")],
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Annotation file.")],
+    set_name: Annotated[
+        str | None, typer.Option("--set", help="Set name [default: the file's name].")
+    ] = None,
+    file_format: ImportFormatOption = "auto",
+    outside: Annotated[
+        str, typer.Option(help="Geometry outside the slide: refuse or clip.")
+    ] = "refuse",
+    kind: Annotated[str, typer.Option(help="manual, semi-automatic or automatic.")] = "manual",
+    author: Annotated[
+        str | None, typer.Option(help="Author or algorithm provenance [default: command-line].")
+    ] = None,
+    json_output: JsonOption = False,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Import QuPath or plain GeoJSON, ASAP or ImageScope XML, DSA JSON or DICOM annotations
+    into a set of the slide: all of the file or nothing."""
+    from slidebank.annotations.formats.base import ImportLimits
+    from slidebank.services import annotating
+
+    if outside not in ("refuse", "clip"):
+        raise _fail(SlidebankError(f"--outside: {outside!r} is not refuse or clip"))
+    with (
+        _opened(home, database_url) as repository,
+        file.open("rb") as source,
+        Progress(transient=True, console=err) as bar,
+    ):
+        task = bar.add_task(f"importing {file.name}", total=file.stat().st_size)
+        try:
+            report = annotating.import_annotations(
+                repository,
+                COMMAND_LINE,
+                slide,
+                _ReadProgress(source, bar, task),  # type: ignore[arg-type]
+                file.name,
+                set_name=set_name or file.stem,
+                file_format=file_format,
+                outside=outside,  # type: ignore[arg-type]
+                kind=kind,
+                author=author,
+                limits=ImportLimits(max_bytes=repository.settings.max_annotation_import_bytes),
+            )
+        except SlidebankError as exc:
+            raise _fail(exc) from exc
+    if json_output:
+        out.print_json(data=dataclasses.asdict(report))
+        return
+    out.print(
+        f"{report.imported:,} annotations ({report.format}) into set "
+        f"{report.set['name']!r} of {slide}, revision {report.revision}"
+        + (f"; repaired {report.repaired:,}" if report.repaired else "")
+        + (f"; clipped {report.clipped:,}" if report.clipped else "")
+        + (f"; dropped {report.dropped:,} outside the slide" if report.dropped else "")
+    )
+    if report.classes:
+        out.print(f"new classes in the dataset's label schema: {', '.join(report.classes)}")
+
+
+@annotations_app.command("export")
+def annotations_export(
+    slide: Annotated[str, typer.Argument(help="Slide id (sb-...).")],
+    set_name: Annotated[str, typer.Option("--set", help="Set name.")],
+    file_format: Annotated[
+        str,
+        typer.Option("--format", help="qupath, geojson, asap, imagescope, dsa or dicom-ann."),
+    ] = "geojson",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write [default: stdout].")
+    ] = None,
+    revision: Annotated[
+        int | None, typer.Option(min=0, help="The set as it was at this revision.")
+    ] = None,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Write a set in one of the formats (streamed: a million cells in bounded memory)."""
+    from slidebank.services import annotating
+
+    with _opened(home, database_url) as repository:
+        set_id = annotating.find_set(repository, COMMAND_LINE, slide, set_name)
+        if output is None:
+            annotating.export_annotations(
+                repository, COMMAND_LINE, set_id, file_format, sys.stdout.buffer, at=revision
+            )
+            return
+        # Written beside the target and renamed: a failed export leaves no partial file.
+        partial = output.with_name(output.name + ".partial")
+        try:
+            with partial.open("wb") as target:
+                made = annotating.export_annotations(
+                    repository, COMMAND_LINE, set_id, file_format, target, at=revision
+                )
+            partial.replace(output)
+        finally:
+            partial.unlink(missing_ok=True)
+    err.print(f"{output}: {made.size:,} bytes ({made.media_type})")
+
+
+@annotations_app.command("list")
+def annotations_list(
+    slide: Annotated[str, typer.Argument(help="Slide id (sb-...).")],
+    json_output: JsonOption = False,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """The slide's annotation sets."""
+    from slidebank.services import annotating
+
+    with _opened(home, database_url) as repository:
+        sets = annotating.list_sets(repository, COMMAND_LINE, slide)
+    if json_output:
+        out.print_json(data=sets)
+        return
+    table = Table("id", "name", "kind", "author", "annotations", "created")
+    for item in sets:
+        table.add_row(
+            str(item["id"]),
+            item["name"],
+            item["kind"],
+            item["author"],
+            f"{item['annotations']:,}",
+            item["created_at"][:19],
+        )
+    out.print(table)
+
+
+@annotations_app.command("history")
+def annotations_history(
+    slide: Annotated[str, typer.Argument(help="Slide id (sb-...).")],
+    set_name: Annotated[str, typer.Option("--set", help="Set name.")],
+    json_output: JsonOption = False,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Every revision of a set: who, when, what changed."""
+    from slidebank.services import annotating
+
+    with _opened(home, database_url) as repository:
+        set_id = annotating.find_set(repository, COMMAND_LINE, slide, set_name)
+        revisions = annotating.history(repository, COMMAND_LINE, set_id)
+    if json_output:
+        out.print_json(data=revisions)
+        return
+    table = Table("revision", "at", "by", "action", "added", "removed", "detail")
+    for item in revisions:
+        table.add_row(
+            str(item["number"]),
+            item["at"][:19],
+            item["author"],
+            item["action"],
+            f"{item['added']:,}",
+            f"{item['removed']:,}",
+            json.dumps(item["detail"]),
+        )
+    out.print(table)
+
+
+@annotations_app.command("revert")
+def annotations_revert(
+    slide: Annotated[str, typer.Argument(help="Slide id (sb-...).")],
+    set_name: Annotated[str, typer.Option("--set", help="Set name.")],
+    to: Annotated[int, typer.Option(min=0, help="The revision whose state becomes current.")],
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Make an earlier revision's state current (as a new revision: nothing is lost)."""
+    from slidebank.services import annotating
+
+    with _opened(home, database_url) as repository:
+        set_id = annotating.find_set(repository, COMMAND_LINE, slide, set_name)
+        made = annotating.revert(repository, COMMAND_LINE, set_id, to)
+    out.print(f"revision {made['number']}: {made['added']:,} back, {made['removed']:,} removed")
+
+
+@annotations_app.command("promote")
+def annotations_promote(
+    slide: Annotated[str, typer.Argument(help="Slide id (sb-...).")],
+    set_name: Annotated[str, typer.Option("--set", help="Set name.")],
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Make a set the reference of its slide (it is not edited afterwards)."""
+    from slidebank.services import annotating
+
+    with _opened(home, database_url) as repository:
+        set_id = annotating.find_set(repository, COMMAND_LINE, slide, set_name)
+        annotating.promote(repository, COMMAND_LINE, set_id)
+    out.print(f"set {set_name!r} of {slide} is now a reference set")
+
+
+@annotations_app.command("agreement")
+def annotations_agreement(
+    slide: Annotated[str, typer.Argument(help="Slide id (sb-...).")],
+    reference: Annotated[str, typer.Option(help="The reference set's name.")],
+    test: Annotated[str, typer.Option(help="The set compared with it.")],
+    distance: Annotated[
+        float, typer.Option(min=0, help="Match distance for points and cells, in px.")
+    ] = 10.0,
+    cells: Annotated[
+        bool, typer.Option("--cells", help="Score polygons as cells (by centroid).")
+    ] = False,
+    json_output: JsonOption = False,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Agreement between two annotators' sets: Dice and IoU per class for regions;
+    precision, recall and F1 within a distance for points and cells; Cohen's kappa."""
+    from slidebank.services import annotating
+
+    with _opened(home, database_url) as repository:
+        first = annotating.find_set(repository, COMMAND_LINE, slide, reference)
+        second = annotating.find_set(repository, COMMAND_LINE, slide, test)
+        result = annotating.compare(
+            repository, COMMAND_LINE, first, second, distance=distance, cells=cells
+        )
+    if json_output:
+        out.print_json(data=result)
+        return
+    _print_agreement(result)
+
+
+def _print_agreement(result: dict[str, Any]) -> None:
+    regions = Table("class", "Dice", "IoU", "reference px²", "test px²", title="regions")
+    for row in [result["regions"]["overall"], *result["regions"]["classes"]]:
+        if row is None:
+            continue
+        regions.add_row(
+            str(row.get("label", "all classes")),
+            f"{row['dice']:.3f}",
+            f"{row['iou']:.3f}",
+            f"{row['reference_area']:,.0f}",
+            f"{row['test_area']:,.0f}",
+        )
+    detections = Table("class", "precision", "recall", "F1", "TP", "FP", "FN", title="points")
+    for row in [result["detections"]["overall"], *result["detections"]["classes"]]:
+        if row is None:
+            continue
+        detections.add_row(
+            str(row.get("label", "all classes")),
+            "-" if row["precision"] is None else f"{row['precision']:.3f}",
+            "-" if row["recall"] is None else f"{row['recall']:.3f}",
+            f"{row['f1']:.3f}",
+            str(row["true_positives"]),
+            str(row["false_positives"]),
+            str(row["false_negatives"]),
+        )
+    out.print(regions, detections)
+    kappa = result.get("kappa")
+    if kappa:
+        out.print(f"Cohen's kappa (area-weighted, region labels): {kappa['kappa']:.3f}")
+
+
+@annotations_app.command("labels")
+def annotations_labels(
+    dataset: Annotated[str, typer.Argument(help="Dataset short name.")],
+    schema: Annotated[
+        Path | None,
+        typer.Option(
+            "--set-from",
+            exists=True,
+            dir_okay=False,
+            help="JSON list of {name, parent, color, code, code_meaning} to replace it with.",
+        ),
+    ] = None,
+    json_output: JsonOption = False,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """The dataset's label schema (classes, colours, codes); replace it with --set-from."""
+    from slidebank.services import annotating
+
+    with _opened(home, database_url) as repository:
+        if schema is not None:
+            try:
+                classes = json.loads(schema.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise _fail(SlidebankError(f"{schema}: not JSON ({exc})")) from exc
+            if not isinstance(classes, list):
+                raise _fail(SlidebankError(f"{schema}: expected a JSON list of classes"))
+            rows = annotating.set_label_schema(repository, COMMAND_LINE, dataset, classes)
+        else:
+            rows = annotating.label_schema(repository, COMMAND_LINE, dataset)
+    if json_output:
+        out.print_json(data=rows)
+        return
+    table = Table("class", "parent", "colour", "code")
+    for row in rows:
+        table.add_row(row["name"], row["parent"] or "", row["color"] or "", row["code"] or "")
+    out.print(table)
 
 
 def main() -> None:

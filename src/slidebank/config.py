@@ -91,6 +91,12 @@ class Settings(BaseSettings):
         description="largest DICOMweb STOW-RS request body accepted",
     )
 
+    max_annotation_import_bytes: int = Field(
+        default=4 * 1024**3,
+        ge=1024,
+        description="largest annotation file an import accepts (command line and API)",
+    )
+
     session_hours: float = Field(
         default=12.0, gt=0, le=24 * 30, description="how long a browser sign-in lasts"
     )

@@ -15,10 +15,11 @@ from shapely.geometry import LineString, MultiPoint, MultiPolygon, Point, Polygo
 from slidebank.annotations.memory_store import MemoryAnnotationStore
 from slidebank.annotations.model import Annotation, Viewport
 from slidebank.annotations.sql_store import SqlAnnotationStore
-from slidebank.annotations.store import AnnotationStore
+from slidebank.annotations.store import AnnotationStore, Change
 from slidebank.catalog.annotation_tables import AnnotationSet
 from slidebank.catalog.tables import Image
 from slidebank.config import Settings
+from slidebank.errors import NotFound
 from slidebank.services.ingesting import ingest_paths
 from slidebank.services.repository import open_repository
 
@@ -60,6 +61,9 @@ def store_and_sets(
             yield SqlAnnotationStore(repository.catalogue), *ids
         finally:
             repository.close()
+
+
+IMPORT = Change(None, "tester", "import")
 
 
 def _annotations() -> list[Annotation]:
@@ -109,8 +113,8 @@ def test_viewport_queries_equal_a_brute_force_check(
 ) -> None:
     store, first, second = store_and_sets
     items = _annotations()
-    assert store.insert(first, items) == len(items)
-    store.insert(second, [Annotation(box(0, 0, 1000, 1000), "rectangle", "other")])
+    assert store.insert(first, items, IMPORT).added == len(items)
+    store.insert(second, [Annotation(box(0, 0, 1000, 1000), "rectangle", "other")], IMPORT)
     rng = random.Random(7)
     for _ in range(40):
         x0, y0 = rng.uniform(-50, 900), rng.uniform(-50, 900)
@@ -124,7 +128,7 @@ def test_exact_intersection_after_the_bounding_box(
     store_and_sets: tuple[AnnotationStore, int, int],
 ) -> None:
     store, first, _ = store_and_sets
-    store.insert(first, _annotations())
+    store.insert(first, _annotations(), IMPORT)
     inside_the_hole = Viewport(195, 195, 198, 198)  # inside the ring's box, in its hole
     labels = {a.label for a in store.query([first], inside_the_hole)}
     assert "region" not in labels
@@ -137,8 +141,8 @@ def test_filters_limit_counts_and_sets_apart(
 ) -> None:
     store, first, second = store_and_sets
     items = _annotations()
-    store.insert(first, items)
-    store.insert(second, [Annotation(box(0, 0, 1000, 1000), "rectangle", "other")])
+    store.insert(first, items, IMPORT)
+    store.insert(second, [Annotation(box(0, 0, 1000, 1000), "rectangle", "other")], IMPORT)
     everything = Viewport(-10, -10, 1010, 1010)
     tumor = store.query([first], everything, labels=["tumor"])
     assert [_key(a) for a in tumor] == [_key(a) for a in items if a.label == "tumor"]
@@ -169,9 +173,9 @@ def test_stream_keeps_order_and_delete_takes_one_set(
 ) -> None:
     store, first, second = store_and_sets
     items = _annotations()
-    store.insert(first, items[:100])
-    store.insert(first, items[100:])  # appended after the first batch
-    store.insert(second, items[:3])
+    store.insert(first, items[:100], IMPORT)
+    store.insert(first, items[100:], IMPORT)  # appended after the first batch
+    store.insert(second, items[:3], IMPORT)
     assert [_key(a) for a in store.stream(first)] == [_key(a) for a in items]
     assert store.delete_set(first) == len(items)
     everything = Viewport(-10, -10, 1010, 1010)
@@ -183,7 +187,7 @@ def test_a_failed_insert_stores_nothing(store_and_sets: tuple[AnnotationStore, i
     store, first, _ = store_and_sets
     items = [*_annotations()[:10], Annotation(Polygon(), "polygon", "broken")]
     with pytest.raises(ValueError, match="annotation 10: empty geometry"):
-        store.insert(first, items)
+        store.insert(first, items, IMPORT)
     assert store.query([first], Viewport(-10, -10, 1010, 1010)) == []
 
 
@@ -192,8 +196,8 @@ def test_density_for_zoomed_out_views_counts_centres_per_cell(
 ) -> None:
     store, first, second = store_and_sets
     items = _annotations()
-    store.insert(first, items)
-    store.insert(second, [Annotation(box(0, 0, 10, 10), "rectangle", "other")])
+    store.insert(first, items, IMPORT)
+    store.insert(second, [Annotation(box(0, 0, 10, 10), "rectangle", "other")], IMPORT)
     for viewport, cell in (
         (Viewport(0, 0, 1000, 1000), 64.0),
         (Viewport(37.5, 12.25, 555.0, 433.0), 25.0),
@@ -214,3 +218,63 @@ def test_density_for_zoomed_out_views_counts_centres_per_cell(
         store.density([first], Viewport(0, 0, 100_000, 100_000), 1)
     with pytest.raises(ValueError, match="must be positive"):
         store.density([first], Viewport(0, 0, 10, 10), 0)
+
+
+def _state(items: list[Annotation]) -> list[tuple[int | None, str | None, str]]:
+    return [(a.number, a.label, shapely.normalize(a.geometry).wkt) for a in items]
+
+
+def test_every_change_is_a_revision_with_history_diff_and_revert(
+    store_and_sets: tuple[AnnotationStore, int, int],
+) -> None:
+    store, first, second = store_and_sets
+    items = _annotations()[:3]
+    first_revision = store.insert(first, items, IMPORT)
+    assert (first_revision.number, first_revision.added, first_revision.removed) == (1, 3, 0)
+    at_one = list(store.stream(first))
+    assert [a.number for a in at_one] == [0, 1, 2]
+    moved = Annotation(box(900, 900, 950, 950), "rectangle", "tumor")
+    second_revision = store.edit(
+        first,
+        Change(None, "ann", "edit", {"note": "fixed"}),
+        add=[Annotation(Point(5, 5), "point", "cell")],
+        replace={0: moved},
+        remove=[1],
+    )
+    assert (second_revision.number, second_revision.added, second_revision.removed) == (2, 2, 2)
+    now = list(store.stream(first))
+    assert [(a.number, a.label) for a in now] == [(0, "tumor"), (2, items[2].label), (3, "cell")]
+    assert _state(list(store.stream(first, at=1))) == _state(at_one)
+    assert list(store.stream(first, at=0)) == []
+    everything = Viewport(-10, -10, 1010, 1010)
+    assert sorted(a.number or 0 for a in store.query([first], everything)) == [0, 2, 3]
+    assert sum(store.density([first], everything, 500).values()) == 3
+
+    diff = store.diff(first, 1, 2)
+    assert [a.number for a in diff.added] == [3]
+    assert [a.number for a in diff.removed] == [1]
+    assert [(old.number, new.number) for old, new in diff.changed] == [(0, 0)]
+    assert diff.changed[0][1].geometry.equals(moved.geometry)
+    assert diff.changed[0][0].geometry.equals(items[0].geometry)
+
+    history = store.history(first)
+    assert [(r.number, r.action, r.user_id, r.author) for r in history] == [
+        (1, "import", None, "tester"),
+        (2, "edit", None, "ann"),
+    ]
+    assert history[1].detail == {"note": "fixed"}
+    assert history[0].at <= history[1].at
+
+    reverted = store.revert(first, 1, Change(None, "ann", "revert"))
+    assert (reverted.number, reverted.added, reverted.removed) == (3, 2, 2)
+    assert _state(list(store.stream(first))) == _state(at_one)
+    assert sorted(a.number or 0 for a in store.query([first], everything)) == [0, 1, 2]
+    assert not store.diff(first, 1, 3).added and not store.diff(first, 1, 3).removed
+    store.revert(first, 0, Change(None, "ann", "revert"))
+    assert list(store.stream(first)) == []
+    assert store.query([first], everything) == []
+    with pytest.raises(NotFound, match="annotation 1 is not in set"):
+        store.edit(first, Change(None, "ann", "delete"), remove=[1])
+    with pytest.raises(NotFound, match="no revision 9"):
+        store.revert(first, 9, Change(None, "ann", "revert"))
+    assert store.history(second) == []

@@ -31,6 +31,33 @@ def test_case_does_not_hide_a_value(tmp_path: Path) -> None:
     assert [f.field for f in findings] == ["id"]
 
 
+def test_short_numbers_are_found_alone_not_inside_a_uid(tmp_path: Path) -> None:
+    """A time (095915) or a serial number inside a random UID's digits is chance, not a
+    leak; the same digits standing alone (a DICOM TM value, a text field) are found, and a
+    date-time run is still found by its date."""
+    path = tmp_path / "blob"
+    path.write_bytes(
+        b"\x02\x00UI2.25.286205537962472572510959155\x00"  # 095915 by chance
+        + b"TM\x06\x00095915"
+        + b" serial=950291;"
+        + b"DT20091229095915.000"
+    )
+    values = [
+        IdentifyingValue("aperio.Time", "095915"),
+        IdentifyingValue("ndpi.serial", "950291"),
+        IdentifyingValue("aperio.Date", "20091229"),
+    ]
+    findings, _ = ValueScanner(values).scan(path, "blob")
+    data = path.read_bytes()
+    assert sorted((f.field, f.offset) for f in findings) == sorted(
+        [
+            ("aperio.Time", data.index(b"TM\x06\x00095915") + 4),
+            ("ndpi.serial", data.index(b"950291")),
+            ("aperio.Date", data.index(b"20091229")),
+        ]
+    )
+
+
 def test_date_spellings_cover_what_vendors_write() -> None:
     scanned = {v.value for v in spellings([IdentifyingValue("aperio.Date", "12/29/09")])}
     assert {

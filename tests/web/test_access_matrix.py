@@ -110,6 +110,33 @@ def admin(persona: str, _: str) -> str | int:
     return ALLOW if persona == "admin" else 403
 
 
+def annotator_writes(persona: str, policy: str) -> str | int:
+    """Writing annotations: the dataset's annotators and stewards (and admins), once they may
+    see the slide at all."""
+    if not can_read_data(persona, policy):
+        return 404
+    if persona == "anonymous":
+        return 401
+    return ALLOW if persona in ("annotator", "steward", "admin") else 403
+
+
+def owner_writes(persona: str, policy: str) -> str | int:
+    """Changing the annotator's own set: the annotator (and admins); a steward is refused."""
+    if not can_read_data(persona, policy):
+        return 404
+    if persona == "anonymous":
+        return 401
+    return ALLOW if persona in ("annotator", "admin") else 403
+
+
+def steward_promotes(persona: str, policy: str) -> str | int:
+    if not can_read_data(persona, policy):
+        return 404
+    if persona == "anonymous":
+        return 401
+    return ALLOW if persona in ("steward", "admin") else 403
+
+
 def listing(_: str, __: str) -> str | int:
     return ALLOW  # always answered; what it lists is checked separately
 
@@ -118,6 +145,8 @@ PIXELS = "pixels"  # allowed answers must be images
 LISTS = "lists"  # allowed answers list the slide iff the persona may read it
 DICOM_LISTS = "dicom-lists"  # allowed answers list the DICOM study iff the persona may read it
 DICOM_INSTANCE = "/dicomweb/studies/{study}/series/{series}/instances/{instance}"
+WINDOW = "?x0=0&y0=0&x1=1000&y1=1000"
+POINT = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [10, 10]}}
 
 
 @dataclass(frozen=True)
@@ -125,7 +154,7 @@ class Case:
     rule: Rule
     kind: str | None = None
     query: str = ""
-    json: dict[str, Any] | None = None
+    json: Any = None
     form: dict[str, str] | None = None
     status: tuple[int, ...] = ()  # the allowed answers' statuses when not any 2xx/3xx
 
@@ -178,6 +207,29 @@ RULES: dict[tuple[str, str], Case] = {
     ),
     ("HEAD", "/iiif/3/{slide_id}/{region}/{size}/{rotation}/{quality_format}"): Case(slide_data),
     ("GET", "/api/datasets/{name}/cases"): Case(dataset_data),
+    # Annotations: sets of the slide (the annotator owns "set_id"), the viewer's reads, edits.
+    ("GET", "/api/slides/{slide_id}/annotation-sets"): Case(slide_data),
+    ("POST", "/api/slides/{slide_id}/annotation-sets"): Case(
+        annotator_writes, json={"name": "matrix"}, status=(201, 409)
+    ),
+    ("GET", "/api/slides/{slide_id}/annotations"): Case(slide_data, query=WINDOW),
+    ("GET", "/api/slides/{slide_id}/annotations/density"): Case(
+        slide_data, query=WINDOW + "&cell=100"
+    ),
+    ("GET", "/api/slides/{slide_id}/annotations/counts"): Case(slide_data, query=WINDOW),
+    ("POST", "/api/slides/{slide_id}/annotations/import"): Case(annotator_writes, json=POINT),
+    ("GET", "/api/annotation-sets/{set_id}"): Case(slide_data),
+    ("GET", "/api/annotation-sets/{set_id}/export"): Case(slide_data),
+    ("GET", "/api/annotation-sets/{set_id}/revisions"): Case(slide_data),
+    ("GET", "/api/annotation-sets/{set_id}/diff"): Case(slide_data, query="?start=0&end=1"),
+    ("GET", "/api/annotation-sets/{set_id}/agreement/{other_id}"): Case(slide_data),
+    ("POST", "/api/annotation-sets/{set_id}/edits"): Case(owner_writes, json={"add": [POINT]}),
+    ("POST", "/api/annotation-sets/{set_id}/revert"): Case(owner_writes, json={"to": 1}),
+    ("POST", "/api/annotation-sets/{set_id}/promote"): Case(steward_promotes, status=(200, 409)),
+    ("GET", "/api/datasets/{name}/labels"): Case(dataset_data),
+    ("PUT", "/api/datasets/{name}/labels"): Case(
+        steward, json=[{"name": "Tumor", "color": "#aa0000"}]
+    ),
     # Downloads: the slide's or the dataset's stored DICOM files.
     ("GET", "/api/slides/{slide_id}/download"): Case(slide_data),
     ("GET", "/api/slides/{slide_id}/manifest"): Case(slide_data),
@@ -351,6 +403,8 @@ def _url(path: str, world: World, persona: str, case: Case) -> str:
         "series": world.dicom[1],
         "instance": world.dicom[2],
         "frames": "1",
+        "set_id": str(world.annotation_sets["promote" if path.endswith("/promote") else "own"]),
+        "other_id": str(world.annotation_sets["promote"]),
         "tag": "7FE00010",
     }
     for name, value in values.items():
@@ -377,7 +431,12 @@ def test_matrix(world: World, policy: str) -> None:
     checked = 0
     with TestClient(create_app(world.settings), follow_redirects=False) as client:
         # Reads first, then what changes something (accepting terms changes what is allowed).
-        ordered = sorted(routes(client.app), key=lambda r: r[0] not in ("GET", "HEAD", "MOUNT"))  # type: ignore[arg-type]
+        # Accepting terms goes last of all, so that every write before it meets the policy's
+        # readers as can_read_data describes them.
+        ordered = sorted(
+            routes(client.app),  # type: ignore[arg-type]
+            key=lambda r: (r[0] not in ("GET", "HEAD", "MOUNT"), r[1].endswith("/terms/accept")),
+        )
         for method, path in ordered:
             if method == "MOUNT":
                 response = client.get(f"{path}/{MOUNTS[path]}")

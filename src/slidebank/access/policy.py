@@ -7,9 +7,10 @@ touches and call :func:`require`. The rules, in order:
   features) is public under every policy.
 * A token can do at most what its scope allows (read < write < admin); a browser session
   can do whatever its user can.
-* Site admins may do everything. In a dataset, a steward curates it and reads its audit,
-  committee members decide its access requests, annotators write annotations; every role
-  in a dataset reads its data.
+* Site admins may do everything. In a dataset, a steward curates it (and promotes
+  annotation sets to reference) and reads its audit, committee members decide its access
+  requests, annotators write annotations — into sets they own only; every role in a
+  dataset reads its data.
 * Reading data (pixels, slide and case metadata, annotations, downloads) follows the
   dataset's policy: ``open`` for anyone, ``registered`` for signed-in users who accepted
   the dataset's terms, ``controlled`` for holders of a grant that has not ended or been
@@ -139,6 +140,14 @@ class DatasetGate:
 
 
 @dataclass(frozen=True)
+class Owner:
+    """The owner of the thing acted on (an annotation set): a user, or none (an algorithm
+    run's set, which no user writes)."""
+
+    user_id: int | None
+
+
+@dataclass(frozen=True)
 class Decision:
     allowed: bool
     status: int = 200  # 401, 403 or 404 when refused
@@ -163,10 +172,12 @@ def decide(
     dataset: DatasetGate | None = None,
     *,
     public: bool = False,
+    owner: Owner | None = None,
     now: datetime | None = None,
 ) -> Decision:
     """May ``principal`` do ``action`` (on ``dataset``)? ``public`` says whether the thing
-    itself is publicly known (a featured slide), which turns a 404 refusal into 403."""
+    itself is publicly known (a featured slide), which turns a 404 refusal into 403.
+    ``owner``: who owns the thing written (annotation sets are written by their owner)."""
     needed = ACTION_SCOPE[action]
     if SCOPE_RANK[principal.scope] < SCOPE_RANK[needed]:
         return Decision(
@@ -194,6 +205,8 @@ def decide(
         return ALLOWED
     if action in ROLE_ACTIONS:
         if roles & ROLE_ACTIONS[action]:
+            if owner is not None and owner.user_id != principal.user_id:
+                return Decision(False, 403, "only the owner of this annotation set may change it")
             return ALLOWED
         wanted = " or ".join(sorted(ROLE_ACTIONS[action]))
         return Decision(False, 403, f"only a {wanted} of dataset {dataset.name!r} may do this")
@@ -235,6 +248,7 @@ def require(
     dataset: DatasetGate | None = None,
     *,
     public: bool = False,
+    owner: Owner | None = None,
 ) -> None:
     """Raise ``NotFound`` or ``Forbidden`` unless :func:`decide` allows."""
-    decide(principal, action, dataset, public=public).raise_if_refused()
+    decide(principal, action, dataset, public=public, owner=owner).raise_if_refused()

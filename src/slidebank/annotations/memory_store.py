@@ -1,34 +1,135 @@
-"""The reference store: everything in memory, a shapely STRtree per set built on demand.
-Simple enough to be obviously right; the SQL store must answer exactly as it does."""
+"""The reference store: every version of every annotation in memory, a shapely STRtree per
+set over its current annotations, built on demand. Simple enough to be obviously right;
+the SQL store must answer exactly as it does."""
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from shapely import STRtree, box
 
 from slidebank.annotations.model import Annotation, Viewport
-from slidebank.annotations.store import density_grid, label_counts
+from slidebank.annotations.store import (
+    Change,
+    Diff,
+    Revision,
+    density_grid,
+    diff_of,
+    label_counts,
+)
+from slidebank.errors import NotFound
+
+
+@dataclasses.dataclass
+class _Version:
+    annotation: Annotation
+    added_in: int
+    removed_in: int | None = None
+
+    def alive_at(self, revision: int | None) -> bool:
+        if revision is None:
+            return self.removed_in is None
+        return self.added_in <= revision and (self.removed_in is None or self.removed_in > revision)
 
 
 class MemoryAnnotationStore:
     def __init__(self) -> None:
-        self._sets: dict[int, list[Annotation]] = {}
-        self._trees: dict[int, STRtree] = {}
+        self._versions: dict[int, list[_Version]] = {}
+        self._revisions: dict[int, list[Revision]] = {}
+        self._trees: dict[int, tuple[STRtree, list[Annotation]]] = {}
         self._ids = itertools.count(1)
 
-    def insert(self, set_id: int, annotations: Iterable[Annotation]) -> int:
-        batch = list(annotations)
-        start = sum(1 for _ in self._sets.get(set_id, []))
-        for index, item in enumerate(batch):
-            if item.geometry.is_empty:
-                raise ValueError(f"annotation {start + index}: empty geometry")
-        added = [dataclasses.replace(a, id=next(self._ids)) for a in batch]
-        self._sets.setdefault(set_id, []).extend(added)
+    def _revise(self, set_id: int, change: Change, added: int, removed: int) -> Revision:
+        history = self._revisions.setdefault(set_id, [])
+        revision = Revision(
+            len(history) + 1,
+            datetime.now(UTC),
+            change.user_id,
+            change.author,
+            change.action,
+            added,
+            removed,
+            dict(change.detail),
+        )
+        history.append(revision)
         self._trees.pop(set_id, None)
-        return len(added)
+        return revision
+
+    def _next_number(self, set_id: int) -> int:
+        versions = self._versions.get(set_id, [])
+        return max((v.annotation.number or 0 for v in versions), default=-1) + 1
+
+    def _add(self, set_id: int, items: list[Annotation], numbers: list[int], rev: int) -> None:
+        for index, item in enumerate(items):
+            if item.geometry.is_empty:
+                raise ValueError(f"annotation {numbers[index]}: empty geometry")
+        self._versions.setdefault(set_id, []).extend(
+            _Version(dataclasses.replace(item, id=next(self._ids), number=number), rev)
+            for item, number in zip(items, numbers, strict=True)
+        )
+
+    def insert(
+        self, set_id: int, annotations: Iterable[Annotation], change: Change, session: Any = None
+    ) -> Revision:
+        batch = list(annotations)
+        start = self._next_number(set_id)
+        numbers = list(range(start, start + len(batch)))
+        revision = len(self._revisions.get(set_id, [])) + 1
+        self._add(set_id, batch, numbers, revision)
+        return self._revise(set_id, change, len(batch), 0)
+
+    def _current(self, set_id: int, number: int) -> _Version:
+        for version in self._versions.get(set_id, []):
+            if version.annotation.number == number and version.removed_in is None:
+                return version
+        raise NotFound(f"annotation {number} is not in set {set_id}")
+
+    def edit(
+        self,
+        set_id: int,
+        change: Change,
+        *,
+        add: Sequence[Annotation] = (),
+        replace: Mapping[int, Annotation] | None = None,
+        remove: Sequence[int] = (),
+    ) -> Revision:
+        replace = replace or {}
+        revision = len(self._revisions.get(set_id, [])) + 1
+        leaving = [self._current(set_id, number) for number in [*replace, *remove]]
+        start = self._next_number(set_id)
+        self._add(set_id, list(add), list(range(start, start + len(add))), revision)
+        self._add(set_id, list(replace.values()), list(replace), revision)
+        for version in leaving:
+            version.removed_in = revision
+        return self._revise(set_id, change, len(add) + len(replace), len(replace) + len(remove))
+
+    def revert(self, set_id: int, to: int, change: Change) -> Revision:
+        if not 0 <= to <= len(self._revisions.get(set_id, [])):
+            raise NotFound(f"set {set_id} has no revision {to}")
+        revision = len(self._revisions.get(set_id, [])) + 1
+        versions = self._versions.get(set_id, [])
+        leaving = [v for v in versions if v.removed_in is None and not v.alive_at(to)]
+        back = [v.annotation for v in versions if v.removed_in is not None and v.alive_at(to)]
+        for version in leaving:
+            version.removed_in = revision
+        self._add(set_id, back, [a.number or 0 for a in back], revision)
+        return self._revise(set_id, change, len(back), len(leaving))
+
+    def history(self, set_id: int) -> list[Revision]:
+        return list(self._revisions.get(set_id, []))
+
+    def diff(self, set_id: int, start: int, end: int) -> Diff:
+        return diff_of(start, end, list(self.stream(set_id, start)), list(self.stream(set_id, end)))
+
+    def _tree(self, set_id: int) -> tuple[STRtree, list[Annotation]]:
+        if set_id not in self._trees:
+            items = list(self.stream(set_id))
+            self._trees[set_id] = (STRtree([a.geometry for a in items]), items)
+        return self._trees[set_id]
 
     def query(
         self,
@@ -42,12 +143,9 @@ class MemoryAnnotationStore:
         window = box(viewport.x0, viewport.y0, viewport.x1, viewport.y1)
         found: list[Annotation] = []
         for set_id in set_ids:
-            items = self._sets.get(set_id, [])
+            tree, items = self._tree(set_id)
             if not items:
                 continue
-            tree = self._trees.get(set_id)
-            if tree is None:
-                tree = self._trees[set_id] = STRtree([a.geometry for a in items])
             for index in tree.query(window, predicate="intersects"):
                 item = items[int(index)]
                 if labels is not None and item.label not in labels:
@@ -67,7 +165,7 @@ class MemoryAnnotationStore:
         density_grid(viewport, cell)
         counts: dict[tuple[int, int], int] = {}
         for set_id in set_ids:
-            for item in self._sets.get(set_id, []):
+            for item in self.stream(set_id):
                 min_x, min_y, max_x, max_y = item.geometry.bounds
                 x, y = (min_x + max_x) / 2, (min_y + max_y) / 2
                 if viewport.x0 <= x < viewport.x1 and viewport.y0 <= y < viewport.y1:
@@ -75,9 +173,11 @@ class MemoryAnnotationStore:
                     counts[key] = counts.get(key, 0) + 1
         return counts
 
-    def stream(self, set_id: int) -> Iterator[Annotation]:
-        yield from self._sets.get(set_id, [])
+    def stream(self, set_id: int, at: int | None = None) -> Iterator[Annotation]:
+        alive = [v.annotation for v in self._versions.get(set_id, []) if v.alive_at(at)]
+        yield from sorted(alive, key=lambda a: a.number or 0)
 
     def delete_set(self, set_id: int) -> int:
         self._trees.pop(set_id, None)
-        return len(self._sets.pop(set_id, []))
+        self._revisions.pop(set_id, None)
+        return len(self._versions.pop(set_id, []))

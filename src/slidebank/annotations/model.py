@@ -22,7 +22,12 @@ SHAPES: tuple[str, ...] = (
 @dataclass(frozen=True)
 class Annotation:
     """Rectangles and ellipses keep their shape name; their geometry is the polygon that
-    queries use."""
+    queries use.
+
+    Well-known ``properties``: ``name`` (the object's own name in its tool), ``color``
+    (``#rrggbb``, when the object has its own colour apart from its class's), ``nucleus``
+    (a cell's nucleus geometry as a GeoJSON geometry dict), ``object_type`` (QuPath's
+    ``annotation``, ``detection``, ``cell``, ``tile``)."""
 
     geometry: BaseGeometry
     shape: Shape
@@ -31,6 +36,9 @@ class Annotation:
     measurements: dict[str, float] = field(default_factory=dict)
     confidence: float | None = None
     id: int | None = None
+    """The stored version's row id (a new one at every edit)."""
+    number: int | None = None
+    """The annotation's identity within its set, kept through edits."""
 
 
 @dataclass(frozen=True)

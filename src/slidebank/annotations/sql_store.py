@@ -3,29 +3,49 @@
 The bounding box of every geometry is indexed (SQLite's R*Tree; a GiST index on a box
 expression in PostgreSQL), so a viewport query reads only candidates; exact intersection
 is then tested with shapely, vectorised over the candidates. Inserts go in batches, with
-geometry as WKB computed by shapely for the whole batch at once.
+geometry as WKB computed by shapely for the whole batch at once, written through the
+driver (``executemany`` on SQLite, ``COPY`` on PostgreSQL): SQLAlchemy's per-row parameter
+processing costs more than the database's own work at a million rows.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
 import numpy as np
 import shapely
-from sqlalchemy import Table, bindparam, delete, func, insert, select, text
+from sqlalchemy import Table, bindparam, delete, func, select, text
 from sqlalchemy.orm import Session
 
 from slidebank.annotations.model import Annotation, Viewport
-from slidebank.annotations.store import density_grid, label_counts
-from slidebank.catalog.annotation_tables import AnnotationRow
+from slidebank.annotations.store import Change, Diff, Revision, density_grid, label_counts
+from slidebank.catalog.annotation_tables import AnnotationRevision, AnnotationRow
 from slidebank.catalog.database import Catalogue
+from slidebank.errors import InvalidInput, NotFound
 
 BATCH = 10_000
 TABLE: Table = AnnotationRow.__table__  # type: ignore[assignment]
-COLUMNS = "a.id, a.shape, a.label, a.geometry, a.properties, a.measurements, a.confidence"
+COLUMNS = "a.id, a.shape, a.label, a.geometry, a.properties, a.measurements, a.confidence, a.number"
+WRITTEN = (
+    "id, set_id, shape, label, area, min_x, min_y, max_x, max_y, geometry, properties, "
+    "measurements, confidence, number, added_in"
+)
+# What a copied row keeps (revert): everything but id, set and revision.
+KEPT = (
+    "shape, label, area, min_x, min_y, max_x, max_y, geometry, properties, measurements, "
+    "confidence, number"
+)
+EMPTY_JSON = "{}"
+
+
+def _alive(at: int | None) -> str:
+    if at is None:
+        return "a.removed_in IS NULL"
+    return f"a.added_in <= {int(at)} AND (a.removed_in IS NULL OR a.removed_in > {int(at)})"
 
 
 class SqlAnnotationStore:
@@ -33,37 +53,152 @@ class SqlAnnotationStore:
         self._catalogue = catalogue
         self._sqlite = catalogue.engine.dialect.name == "sqlite"
 
-    def insert(self, set_id: int, annotations: Iterable[Annotation]) -> int:
-        """One transaction for all batches: a failed import stores nothing."""
+    def insert(
+        self, set_id: int, annotations: Iterable[Annotation], change: Change, session: Any = None
+    ) -> Revision:
+        """One transaction for all batches (the caller's, when given): a failed import
+        stores nothing."""
+        if session is None:
+            with self._catalogue.transaction() as own:
+                return self._insert(own, set_id, annotations, change)
+        return self._insert(session, set_id, annotations, change)
+
+    def _insert(
+        self, session: Session, set_id: int, annotations: Iterable[Annotation], change: Change
+    ) -> Revision:
+        revision = self._next_revision(session, set_id)
+        next_id = self._next_id(session)
+        number = self._next_number(session, set_id)
         count = 0
         items = iter(annotations)
+        while batch := list(islice(items, BATCH)):
+            numbers = range(number + count, number + count + len(batch))
+            self._write(session, _rows(set_id, batch, next_id + count, numbers, revision))
+            count += len(batch)
+        return self._record(session, set_id, revision, change, count, 0)
+
+    def edit(
+        self,
+        set_id: int,
+        change: Change,
+        *,
+        add: Sequence[Annotation] = (),
+        replace: Mapping[int, Annotation] | None = None,
+        remove: Sequence[int] = (),
+    ) -> Revision:
+        replace = replace or {}
+        leaving = [*replace, *remove]
         with self._catalogue.transaction() as session:
-            first_id = self._next_id(session)
-            number = self._next_number(session, set_id)
-            while batch := list(islice(items, BATCH)):
-                rows = _rows(set_id, batch, first_id + count, number + count)
-                session.execute(insert(TABLE), rows)
-                if self._sqlite:
-                    session.execute(
-                        text(
-                            "INSERT INTO annotation_rtree (id, min_x, max_x, min_y, max_y) "
-                            "VALUES (:id, :min_x, :max_x, :min_y, :max_y)"
-                        ),
-                        [
-                            {key: row[key] for key in ("id", "min_x", "max_x", "min_y", "max_y")}
-                            for row in rows
-                        ],
-                    )
-                count += len(batch)
-        return count
+            revision = self._next_revision(session, set_id)
+            ids = self._current_ids(session, set_id, leaving)
+            next_id = self._next_id(session)
+            if ids:
+                session.execute(
+                    text("UPDATE annotations SET removed_in = :r WHERE id IN :ids").bindparams(
+                        bindparam("ids", expanding=True)
+                    ),
+                    {"r": revision, "ids": ids},
+                )
+            start = self._next_number(session, set_id)
+            added = [*add, *replace.values()]
+            numbers = [*range(start, start + len(add)), *replace]
+            if added:
+                self._write(session, _rows(set_id, added, next_id, numbers, revision))
+            return self._record(session, set_id, revision, change, len(added), len(ids))
+
+    def _current_ids(self, session: Session, set_id: int, numbers: Sequence[int]) -> list[int]:
+        if not numbers:
+            return []
+        found: dict[int, int] = dict(
+            session.execute(  # type: ignore[arg-type]
+                text(
+                    "SELECT a.number, a.id FROM annotations a WHERE a.set_id = :s "
+                    "AND a.removed_in IS NULL AND a.number IN :numbers"
+                ).bindparams(bindparam("numbers", expanding=True)),
+                {"s": set_id, "numbers": list(numbers)},
+            ).all()
+        )
+        missing = sorted(set(numbers) - set(found))
+        if missing:
+            raise NotFound(f"annotation {missing[0]} is not in set {set_id}")
+        return [int(found[number]) for number in numbers]
+
+    def revert(self, set_id: int, to: int, change: Change) -> Revision:
+        with self._catalogue.transaction() as session:
+            revision = self._next_revision(session, set_id)
+            if not 0 <= to < revision:
+                raise NotFound(f"set {set_id} has no revision {to}")
+            removed = session.execute(
+                text(
+                    "UPDATE annotations SET removed_in = :r WHERE set_id = :s "
+                    "AND removed_in IS NULL AND added_in > :to"
+                ),
+                {"r": revision, "s": set_id, "to": to},
+            ).rowcount  # type: ignore[attr-defined]
+            restored = self._restore(session, set_id, to, revision)
+            return self._record(session, set_id, revision, change, restored, int(removed or 0))
+
+    def _restore(self, session: Session, set_id: int, to: int, revision: int) -> int:
+        """Copies the versions alive at ``to`` but since removed as new rows of
+        ``revision`` (ids are new; numbers, geometry and values are kept)."""
+        next_id = self._next_id(session)
+        count, after = 0, 0
+        while True:
+            rows = session.execute(
+                text(
+                    f"SELECT a.id, {KEPT} FROM annotations a WHERE a.set_id = :s "  # noqa: S608 - fixed columns
+                    "AND a.added_in <= :to AND a.removed_in > :to AND a.removed_in < :r "
+                    "AND a.id > :after ORDER BY a.id LIMIT :n"
+                ),
+                {"s": set_id, "to": to, "r": revision, "after": after, "n": BATCH},
+            ).all()
+            if not rows:
+                return count
+            self._write(
+                session,
+                [
+                    (next_id + count + i, set_id, *map(_as_written, row[1:]), revision)
+                    for i, row in enumerate(rows)
+                ],
+            )
+            count += len(rows)
+            after = rows[-1].id
+
+    def _write(self, session: Session, rows: list[tuple[Any, ...]]) -> None:
+        cursor = session.connection().connection.cursor()
+        try:
+            if self._sqlite:
+                cursor.executemany(
+                    f"INSERT INTO annotations ({WRITTEN}) VALUES ({', '.join('?' * 15)})",  # noqa: S608 - fixed columns
+                    rows,
+                )
+                cursor.executemany(
+                    "INSERT INTO annotation_rtree (id, min_x, max_x, min_y, max_y) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(row[0], row[5], row[7], row[6], row[8]) for row in rows],
+                )
+            else:
+                with cursor.copy(f"COPY annotations ({WRITTEN}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+        finally:
+            cursor.close()
 
     def _next_id(self, session: Session) -> int:
         # Ids are given here, not by the database, so that the R*Tree rows (SQLite) can
         # name them in the same batch. Writers are serialised (SQLite: BEGIN IMMEDIATE;
-        # PostgreSQL: the table lock below), so no two imports take the same ids.
+        # PostgreSQL: the table lock taken by _next_revision), so no two take the same ids.
+        return int(session.scalar(select(func.coalesce(func.max(TABLE.c.id), 0))) or 0) + 1
+
+    def _next_revision(self, session: Session, set_id: int) -> int:
         if not self._sqlite:
             session.execute(text("LOCK TABLE annotations IN SHARE ROW EXCLUSIVE MODE"))
-        return int(session.scalar(select(func.coalesce(func.max(TABLE.c.id), 0))) or 0) + 1
+        found = session.scalar(
+            select(func.coalesce(func.max(AnnotationRevision.number), 0)).where(
+                AnnotationRevision.set_id == set_id
+            )
+        )
+        return int(found or 0) + 1
 
     @staticmethod
     def _next_number(session: Session, set_id: int) -> int:
@@ -71,6 +206,71 @@ class SqlAnnotationStore:
             select(func.coalesce(func.max(TABLE.c.number), -1)).where(TABLE.c.set_id == set_id)
         )
         return int(found if found is not None else -1) + 1
+
+    @staticmethod
+    def _record(
+        session: Session, set_id: int, number: int, change: Change, added: int, removed: int
+    ) -> Revision:
+        row = AnnotationRevision(
+            set_id=set_id,
+            number=number,
+            user_id=change.user_id,
+            author=change.author,
+            at=datetime.now(UTC),
+            action=change.action,
+            added=added,
+            removed=removed,
+            detail=dict(change.detail),
+        )
+        session.add(row)
+        session.flush()
+        return _revision(row)
+
+    def history(self, set_id: int) -> list[Revision]:
+        with self._catalogue.reading() as session:
+            rows = session.scalars(
+                select(AnnotationRevision)
+                .where(AnnotationRevision.set_id == set_id)
+                .order_by(AnnotationRevision.number)
+            )
+            return [_revision(row) for row in rows]
+
+    def diff(self, set_id: int, start: int, end: int) -> Diff:
+        """Reads only the versions that changed between the two revisions: those added
+        after ``start`` and alive at ``end``, and those alive at ``start`` and removed by
+        ``end``; pairs of one number are edits."""
+        if start > end:
+            raise InvalidInput(f"diff from revision {start} to {end}: start after end")
+        with self._catalogue.reading() as session:
+            new = self._select(
+                session, f"{_alive(end)} AND a.added_in > :start", set_id, start=start
+            )
+            old = self._select(
+                session,
+                f"{_alive(start)} AND a.removed_in IS NOT NULL AND a.removed_in <= :end",
+                set_id,
+                end=end,
+            )
+        before = {item.number: item for item in old}
+        after = {item.number: item for item in new}
+        return Diff(
+            start,
+            end,
+            added=[item for number, item in after.items() if number not in before],
+            removed=[item for number, item in before.items() if number not in after],
+            changed=[(before[n], item) for n, item in after.items() if n in before],
+        )
+
+    def _select(self, session: Session, where: str, set_id: int, **params: Any) -> list[Annotation]:
+        rows = session.execute(
+            text(
+                f"SELECT {COLUMNS} FROM annotations a WHERE a.set_id = :s AND {where} "  # noqa: S608 - fixed fragments; values are bound
+                "ORDER BY a.number"
+            ),
+            {"s": set_id, **params},
+        ).all()
+        geometries = shapely.from_wkb([row.geometry for row in rows]) if rows else []
+        return [_annotation(row, geometry) for row, geometry in zip(rows, geometries, strict=True)]
 
     def query(
         self,
@@ -83,10 +283,7 @@ class SqlAnnotationStore:
     ) -> list[Annotation]:
         if not set_ids:
             return []
-        where = [
-            "a.set_id IN :set_ids",
-            self._box_clause(),
-        ]
+        where = ["a.set_id IN :set_ids", "a.removed_in IS NULL", self._box_clause()]
         params: dict[str, Any] = {
             "set_ids": list(set_ids),
             "x0": viewport.x0,
@@ -151,7 +348,7 @@ class SqlAnnotationStore:
         )
         statement = text(
             f"SELECT {column} AS cx, {row} AS cy, count(*) AS n FROM {source} "  # noqa: S608 - fixed fragments; values are bound
-            f"WHERE a.set_id IN :set_ids AND {self._box_clause()} "
+            f"WHERE a.set_id IN :set_ids AND a.removed_in IS NULL AND {self._box_clause()} "
             f"AND {centre_x} >= :x0 AND {centre_x} < :x1 "
             f"AND {centre_y} >= :y0 AND {centre_y} < :y1 "
             "GROUP BY cx, cy"
@@ -167,15 +364,15 @@ class SqlAnnotationStore:
         with self._catalogue.reading() as session:
             return {(int(r.cx), int(r.cy)): int(r.n) for r in session.execute(statement, params)}
 
-    def stream(self, set_id: int) -> Iterator[Annotation]:
-        """Pages by id (keyset pagination): bounded memory, no long-held cursor."""
-        after = 0
+    def stream(self, set_id: int, at: int | None = None) -> Iterator[Annotation]:
+        """Pages by number (keyset pagination): bounded memory, no long-held cursor."""
+        after = -1
         while True:
             with self._catalogue.reading() as session:
                 rows = session.execute(
                     text(
-                        f"SELECT {COLUMNS} FROM annotations a "  # noqa: S608 - fixed columns
-                        "WHERE a.set_id = :set_id AND a.id > :after ORDER BY a.id LIMIT :n"
+                        f"SELECT {COLUMNS} FROM annotations a WHERE a.set_id = :set_id "  # noqa: S608 - fixed fragments
+                        f"AND {_alive(at)} AND a.number > :after ORDER BY a.number LIMIT :n"
                     ),
                     {"set_id": set_id, "after": after, "n": BATCH},
                 ).all()
@@ -184,41 +381,60 @@ class SqlAnnotationStore:
             geometries = shapely.from_wkb([row.geometry for row in rows])
             for row, geometry in zip(rows, geometries, strict=True):
                 yield _annotation(row, geometry)
-            after = rows[-1].id
+            after = rows[-1].number
 
     def delete_set(self, set_id: int) -> int:
         with self._catalogue.transaction() as session:
+            session.execute(delete(AnnotationRevision).where(AnnotationRevision.set_id == set_id))
             result = session.execute(delete(TABLE).where(TABLE.c.set_id == set_id))
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def _rows(set_id: int, batch: list[Annotation], first_id: int, number: int) -> list[dict[str, Any]]:
+def _as_written(value: Any) -> Any:
+    """A value read back as it is written (PostgreSQL's driver decodes JSON columns)."""
+    return _json(value) if isinstance(value, dict) else value
+
+
+def _json(value: Mapping[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":")) if value else EMPTY_JSON
+
+
+def _rows(
+    set_id: int, batch: list[Annotation], first_id: int, numbers: Sequence[int], revision: int
+) -> list[tuple[Any, ...]]:
+    """Rows in ``WRITTEN`` order; bounds, areas and WKB computed for the batch at once."""
     geometries = np.array([a.geometry for a in batch], dtype=object)
     bounds = shapely.bounds(geometries)
     if np.isnan(bounds).any():
         index = int(np.flatnonzero(np.isnan(bounds).any(axis=1))[0])
-        raise ValueError(f"annotation {number + index}: empty geometry")
+        raise InvalidInput(f"annotation {numbers[index]}: empty geometry")
     wkb = shapely.to_wkb(geometries)
-    areas = shapely.area(geometries)
+    areas = shapely.area(geometries).tolist()
+    box = bounds.tolist()
     return [
-        {
-            "id": first_id + i,
-            "set_id": set_id,
-            "shape": item.shape,
-            "label": item.label,
-            "area": float(areas[i]),
-            "min_x": float(bounds[i, 0]),
-            "min_y": float(bounds[i, 1]),
-            "max_x": float(bounds[i, 2]),
-            "max_y": float(bounds[i, 3]),
-            "geometry": bytes(wkb[i]),
-            "properties": item.properties,
-            "measurements": item.measurements,
-            "confidence": item.confidence,
-            "number": number + i,
-        }
+        (
+            first_id + i,
+            set_id,
+            item.shape,
+            item.label,
+            areas[i],
+            *box[i],
+            wkb[i],
+            _json(item.properties),
+            _json(item.measurements),
+            item.confidence,
+            numbers[i],
+            revision,
+        )
         for i, item in enumerate(batch)
     ]
+
+
+def _revision(row: AnnotationRevision) -> Revision:
+    at = row.at if row.at.tzinfo else row.at.replace(tzinfo=UTC)  # SQLite keeps no zone
+    return Revision(
+        row.number, at, row.user_id, row.author, row.action, row.added, row.removed, row.detail
+    )
 
 
 def _annotation(row: Any, geometry: Any) -> Annotation:
@@ -234,4 +450,5 @@ def _annotation(row: Any, geometry: Any) -> Annotation:
         measurements=measurements or {},
         confidence=row.confidence,
         id=row.id,
+        number=row.number,
     )

@@ -15,10 +15,11 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    UniqueConstraint,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from slidebank.catalog.tables import Base
+from slidebank.catalog.tables import Base, Image
 
 ANNOTATION_KINDS = ("manual", "semi-automatic", "automatic", "reference")
 
@@ -39,12 +40,17 @@ class AnnotationSet(Base):
     """A user's name, or an algorithm run's description (its provenance)."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
+    image: Mapped[Image] = relationship()
+
 
 class AnnotationRow(Base):
     """One annotation. Coordinates are level-0 pixels of the image."""
 
     __tablename__ = "annotations"
-    __table_args__ = (Index("ix_annotations_set_label", "set_id", "label"),)
+    __table_args__ = (
+        Index("ix_annotations_set_label", "set_id", "label"),
+        Index("ix_annotations_set_number", "set_id", "number"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     set_id: Mapped[int] = mapped_column(ForeignKey("annotation_sets.id", ondelete="CASCADE"))
@@ -61,7 +67,50 @@ class AnnotationRow(Base):
     measurements: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
     confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
     number: Mapped[int] = mapped_column(Integer)
-    """Order within the set, as imported or drawn."""
+    """The annotation's identity within its set, kept through edits (a row is one version
+    of it); also its order, as imported or drawn."""
+    added_in: Mapped[int] = mapped_column(Integer, server_default="1")
+    """The set's revision that made this version."""
+    removed_in: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The set's revision that edited or deleted it; ``None`` while it is current."""
+
+
+class AnnotationRevision(Base):
+    """One change to a set: who, when, what (counts and a note; the rows say which)."""
+
+    __tablename__ = "annotation_revisions"
+    __table_args__ = (UniqueConstraint("set_id", "number", name="uq_annotation_revisions"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    set_id: Mapped[int] = mapped_column(ForeignKey("annotation_sets.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    author: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    action: Mapped[str] = mapped_column(String(20))
+    """import, add, edit, delete, revert, promote."""
+    added: Mapped[int] = mapped_column(Integer, default=0)
+    removed: Mapped[int] = mapped_column(Integer, default=0)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class LabelClass(Base):
+    """A class of a dataset's label schema: hierarchical, coloured, optionally coded."""
+
+    __tablename__ = "label_classes"
+    __table_args__ = (UniqueConstraint("dataset_id", "name", name="uq_label_classes"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    parent: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    """The parent class's name in the same schema."""
+    color: Mapped[str | None] = mapped_column(String(7), nullable=True)
+    code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """A coded concept, e.g. ``SCT:4421005``."""
+    code_meaning: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 # Spatial index objects made by migration 0004 outside the models (SQLite's R*Tree virtual

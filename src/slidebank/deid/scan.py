@@ -38,6 +38,13 @@ class Finding:
         }
 
 
+BOUNDED_DIGITS = 7
+
+
+def _short_number(value: str) -> bool:
+    return value.isdigit() and len(value) <= BOUNDED_DIGITS
+
+
 class ValueScanner:
     """Compiled once for a set of values; scans any number of files."""
 
@@ -56,7 +63,14 @@ class ValueScanner:
                 if not raw:
                     continue
                 # Hex escapes make every byte a literal, whatever it is.
-                expressions.append(b"".join(b"\\x%02x" % byte for byte in raw))
+                literal = b"".join(b"\\x%02x" % byte for byte in raw)
+                if encoding == "ascii" and _short_number(value.value):
+                    # A time (095915) or a serial number is found on its own, not inside a
+                    # longer run of digits: random UIDs (2.25.<39 digits>) hold every
+                    # six-digit string now and then. Dates (8 digits) stay unbounded, so a
+                    # date-time run (20091229095915) is still found by its date.
+                    literal = b"[^0-9]" + literal + b"[^0-9]"
+                expressions.append(literal)
                 self._patterns.append((value, encoding))
         self._database = None
         if expressions:
@@ -88,6 +102,8 @@ class ValueScanner:
                 if encoding != "ascii"
                 else len(value.value.encode("utf-8"))
             )
+            if encoding == "ascii" and _short_number(value.value):
+                length += 1  # the bounding non-digit after the value
             findings.append(Finding(name, end - length, value.field, encoding))
 
         with contextlib.ExitStack() as stack:

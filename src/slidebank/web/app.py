@@ -25,6 +25,7 @@ from slidebank.services.serving import ServingOptions
 from slidebank.web import (
     access_api,
     account_pages,
+    annotation_api,
     api,
     dicomweb,
     docs,
@@ -97,6 +98,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(access_api.router)
     app.include_router(dicomweb.router)
     app.include_router(downloads.router)
+    app.include_router(annotation_api.router)
     pages.install(app)
     account_pages.install(app)
     docs.install(app)
