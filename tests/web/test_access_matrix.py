@@ -226,6 +226,15 @@ RULES: dict[tuple[str, str], Case] = {
     ("POST", "/api/annotation-sets/{set_id}/edits"): Case(owner_writes, json={"add": [POINT]}),
     ("POST", "/api/annotation-sets/{set_id}/revert"): Case(owner_writes, json={"to": 1}),
     ("POST", "/api/annotation-sets/{set_id}/promote"): Case(steward_promotes, status=(200, 409)),
+    # The annotation sets' page and its forms: a change redirects back to the page (303);
+    # promoting the set that is a reference already shows the page with the reason (409).
+    ("GET", "/slides/{public_id}/annotations"): Case(slide_data),
+    ("POST", "/slides/{public_id}/annotations/{set_id}/revert"): Case(
+        owner_writes, form={"to": "1"}, status=(303,)
+    ),
+    ("POST", "/slides/{public_id}/annotations/{set_id}/promote"): Case(
+        steward_promotes, status=(303, 409)
+    ),
     ("GET", "/api/datasets/{name}/labels"): Case(dataset_data),
     ("PUT", "/api/datasets/{name}/labels"): Case(
         steward, json=[{"name": "Tumor", "color": "#aa0000"}]

@@ -6,7 +6,9 @@ promotions are audited in the transaction that does them.
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
+import gc
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
@@ -47,6 +49,20 @@ MAX_VIEWPORT_ANNOTATIONS = 20_000
 MAX_EDIT_ANNOTATIONS = 10_000
 MAX_DIFF_ROWS = 100_000
 HEX_COLOUR_LENGTH = 7
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """An import makes millions of short-lived lists and dicts (decoded features), which
+    set off the cyclic garbage collector again and again over everything alive: it took
+    most of the decoding time. None of them forms a cycle; collection waits for the end."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @dataclass(frozen=True)
@@ -101,13 +117,7 @@ def feature(item: Annotation, simplify: float = 0.0) -> dict[str, Any]:
         "type": "Feature",
         "id": item.number,
         "geometry": mapping(geometry),
-        "properties": {
-            "label": item.label,
-            "shape": item.shape,
-            "confidence": item.confidence,
-            "measurements": dict(item.measurements),
-            **{k: v for k, v in item.properties.items() if k != "nucleus"},
-        },
+        "properties": _properties(item),
     }
 
 
@@ -283,7 +293,8 @@ def import_annotations(
             report=report,
         )
         change = _change(principal, "import", file=filename, format=reader.name)
-        revision = _store(repository).insert(annotation_set.id, items, change, session=session)
+        with _collector_paused():
+            revision = _store(repository).insert(annotation_set.id, items, change, session=session)
         if revision.added == 0:
             raise InvalidInput(f"{filename}: holds no annotations to import")
         new_classes = _add_classes(session, dataset, classes)
@@ -432,8 +443,37 @@ def viewport(
     simplify: float = 0.0,
     limit: int = MAX_VIEWPORT_ANNOTATIONS,
 ) -> dict[str, Any]:
-    """The annotations in a window as a GeoJSON FeatureCollection, geometry simplified to
-    ``simplify`` level-0 pixels (the viewer passes about one screen pixel)."""
+    """The annotations in a window as a GeoJSON FeatureCollection (a dict)."""
+    return json.loads(  # type: ignore[no-any-return]
+        viewport_geojson(
+            repository,
+            principal,
+            slide_id,
+            window,
+            set_ids=set_ids,
+            labels=labels,
+            min_area=min_area,
+            simplify=simplify,
+            limit=limit,
+        )
+    )
+
+
+def viewport_geojson(
+    repository: Repository,
+    principal: Principal,
+    slide_id: str,
+    window: Viewport,
+    *,
+    set_ids: Sequence[int] | None = None,
+    labels: Sequence[str] | None = None,
+    min_area: float | None = None,
+    simplify: float = 0.0,
+    limit: int = MAX_VIEWPORT_ANNOTATIONS,
+) -> bytes:
+    """The annotations in a window as GeoJSON text, geometry simplified to ``simplify``
+    level-0 pixels (the viewer passes about one screen pixel): what the viewer asks for at
+    every pan, so geometry is written by GEOS for the whole window at once."""
     limit = min(limit, MAX_VIEWPORT_ANNOTATIONS)
     with repository.catalogue.reading() as session:
         image = queries.image_by_public_id(session, slide_id)
@@ -441,24 +481,40 @@ def viewport(
     found = _store(repository).query(
         sets, window, labels=labels, min_area=min_area, limit=limit + 1
     )
-    features = _features(found[:limit], simplify)
-    return {
-        "type": "FeatureCollection",
-        "features": features,
-        "truncated": len(found) > limit,
-    }
-
-
-def _features(items: list[Annotation], simplify: float) -> list[dict[str, Any]]:
-    if simplify > 0 and items:
-        # One vectorised simplify for the whole window, not one call per feature.
-        geometries = np.array([a.geometry for a in items], dtype=object)
+    truncated = len(found) > limit
+    found = found[:limit]
+    geometries = np.array([a.geometry for a in found], dtype=object)
+    if simplify > 0 and found:
         simpler = shapely.simplify(geometries, simplify, preserve_topology=True)
-        items = [
-            dataclasses.replace(a, geometry=g) if not g.is_empty else a
-            for a, g in zip(items, simpler, strict=True)
-        ]
-    return [feature(item) for item in items]
+        geometries = np.where(shapely.is_empty(simpler), geometries, simpler)
+    texts = shapely.to_geojson(geometries) if found else []
+    encode = json.JSONEncoder(separators=(",", ":")).encode
+    plain: dict[tuple[Any, ...], str] = {}  # cells share label and shape: encode once
+    parts = []
+    for item, text in zip(found, texts, strict=True):
+        # The store shares equal property values between annotations: key on identity.
+        key = (item.label, item.shape, item.confidence, id(item.properties), id(item.measurements))
+        properties = plain.get(key) or plain.setdefault(key, encode(_properties(item)))
+        parts.append(
+            f'{{"type":"Feature","id":{item.number},"geometry":{text},"properties":{properties}}}'
+        )
+    return (
+        '{"type":"FeatureCollection","truncated":'
+        + ("true" if truncated else "false")
+        + ',"features":['
+        + ",".join(parts)
+        + "]}"
+    ).encode()
+
+
+def _properties(item: Annotation) -> dict[str, Any]:
+    return {
+        "label": item.label,
+        "shape": item.shape,
+        "confidence": item.confidence,
+        "measurements": item.measurements,
+        **{k: v for k, v in item.properties.items() if k != "nucleus"},
+    }
 
 
 def density(
@@ -813,3 +869,18 @@ def find_set(repository: Repository, principal: Principal, slide_id: str, name: 
         if found is None:
             raise NotFound(f"slide {slide_id} has no annotation set {name!r}")
         return int(found)
+
+
+def slide_rights(repository: Repository, principal: Principal, slide_id: str) -> dict[str, bool]:
+    """What the principal may do with the slide's annotations, for pages to offer the right
+    buttons: ``read``, ``write`` (sets of their own) and ``curate`` (promote to reference).
+    Only a hint: each use case asks the policy again when it is called."""
+    with repository.catalogue.reading() as session:
+        image = queries.image_by_public_id(session, slide_id)
+        gate = gate_of(image.slide.dataset)
+        read = decide(principal, Action.READ_ANNOTATIONS, gate).allowed
+        return {
+            "read": read,
+            "write": read and decide(principal, Action.WRITE_ANNOTATIONS, gate).allowed,
+            "curate": read and decide(principal, Action.CURATE, gate).allowed,
+        }

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -99,7 +99,12 @@ async def create_set(state: State, asker: Asker, slide_id: str, body: NewSet) ->
     )
 
 
-@router.get("/slides/{slide_id}/annotations", summary="Annotations in a window, as GeoJSON")
+@router.get(
+    "/slides/{slide_id}/annotations",
+    summary="Annotations in a window, as GeoJSON",
+    response_class=Response,
+    responses={200: {"content": {"application/geo+json": {}}}},
+)
 async def viewport(
     state: State,
     asker: Asker,
@@ -117,9 +122,9 @@ async def viewport(
     limit: Annotated[int, Query(ge=1, le=annotating.MAX_VIEWPORT_ANNOTATIONS)] = (
         annotating.MAX_VIEWPORT_ANNOTATIONS
     ),
-) -> dict[str, Any]:
-    return await run_in_threadpool(
-        lambda: annotating.viewport(
+) -> Response:
+    body = await run_in_threadpool(
+        lambda: annotating.viewport_geojson(
             state.repository,
             asker,
             slide_id,
@@ -131,6 +136,7 @@ async def viewport(
             limit=limit,
         )
     )
+    return Response(body, media_type="application/geo+json")
 
 
 @router.get(

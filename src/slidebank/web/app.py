@@ -26,6 +26,7 @@ from slidebank.web import (
     access_api,
     account_pages,
     annotation_api,
+    annotation_pages,
     api,
     dicomweb,
     docs,
@@ -100,6 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(downloads.router)
     app.include_router(annotation_api.router)
     pages.install(app)
+    annotation_pages.install(app)
     account_pages.install(app)
     docs.install(app)
     _document(app, tiles.OPENAPI_PATHS)

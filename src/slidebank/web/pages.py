@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from slidebank.access.policy import Action, Principal
 from slidebank.catalog.queries import MAX_PAGE, TEXT_FILTER_FIELDS, SlideFilter, slide_filter
 from slidebank.errors import Forbidden, InvalidInput, NotFound
-from slidebank.services import browsing
+from slidebank.services import annotating, browsing
 from slidebank.web.auth import SCOPE_KEY, current_principal
 from slidebank.web.state import AppState
 
@@ -292,12 +292,29 @@ def install(app: FastAPI) -> None:
             "width": image["width"],
             "height": image["height"],
         }
+        sets, classes, may_draw = await run_in_threadpool(
+            annotating.readable_slide_sets, state.repository, asker, public_id
+        )
+        found = request.scope.get(SCOPE_KEY)
+        # For static/app/annotations.js: what to draw, in which colours, and whether (and as
+        # whom) the asker may draw; the CSRF token goes in the X-CSRF-Token header of writes.
+        annotations = {
+            "slide": record["id"],
+            "width": image["width"],
+            "height": image["height"],
+            "sets": sets,
+            "classes": [{"name": c["name"], "color": c["color"]} for c in classes],
+            "mayDraw": may_draw and asker.user_id is not None,
+            "user": None if asker.user_id is None else {"id": asker.user_id, "name": asker.name},
+            "csrfToken": found.csrf_token if found else None,
+        }
         context = {
             "title": f"{record['id']} · {record['dataset']['short_name']}",
             "nav": "slides",
             "record": record,
             "image": image,
             "viewer": viewer,
+            "annotations": annotations,
             "assets_present": _viewer_assets_present(),
             "install_hint": INSTALL_HINT,
             "npm_prefix": NPM_PREFIX,

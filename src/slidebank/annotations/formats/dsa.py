@@ -28,7 +28,10 @@ Reading, element by element:
   annotations of a region and are refused, naming the element.
 
 Elements are numbered from 1 in messages; in a list of documents the document is named
-too (``annotation 2: element 7``).
+too (``annotation 2: element 7``). Every form is read streaming: the reader holds one read
+chunk (1 MiB) and the element being decoded, never the file (see :class:`_JsonStream`);
+members other than ``elements`` (``name``, ``attributes``, girder's fields) are decoded
+whole and dropped. ``ImportLimits`` are enforced as it goes.
 
 Writing produces one document ``{"name": <set name>, "elements": [...]}``, streamed one
 element at a time: point → ``point``; multipoint → one ``point`` per part; line → open
