@@ -75,7 +75,8 @@ def cell_centres(cells: int, side: int, rng: np.random.Generator) -> np.ndarray:
     found = points[inside]
     if len(found) < cells:
         raise SystemExit(f"only {len(found):,} cells fit; raise the slide size")
-    return found[rng.permutation(len(found))[:cells]]
+    chosen: np.ndarray = found[rng.permutation(len(found))[:cells]]
+    return chosen
 
 
 def write_cells(path: Path, cells: int, side: int, seed: int = 1) -> None:

@@ -268,7 +268,7 @@ def test_an_annotator_draws_saves_reloads_and_edits(browser: BrowserContext, sit
     # A polygon of class Tumor: four clicks, the last a double-click that closes it.
     page.locator("#ann-class").select_option("Tumor")
     page.locator('button[data-tool="polygon"]').click()
-    expect(page.locator(".draw-hint")).to_contain_text("double-click or Enter closes")
+    expect(page.locator(".draw-hint")).to_contain_text("double-click, Enter")
     corners = [viewer_point(page, dx, dy) for dx, dy in ((-150, -90), (60, -110), (90, 70), (-120, 90))]
     expected_ring = [to_image(page, corner) for corner in corners]
     for corner in corners[:-1]:
@@ -278,7 +278,7 @@ def test_an_annotator_draws_saves_reloads_and_edits(browser: BrowserContext, sit
     # A point of class Lymphocyte, a rectangle of class Stroma dragged with the mouse, which
     # must not pan the slide.
     page.locator("#ann-class").select_option("Lymphocyte")
-    page.keyboard.press("p")
+    page.locator('button[data-tool="point"]').click()
     dot = viewer_point(page, 220, -150)
     dot_image = to_image(page, dot)
     page.mouse.click(*dot)
@@ -354,8 +354,6 @@ def test_an_annotator_draws_saves_reloads_and_edits(browser: BrowserContext, sit
     assert_colour(layer_pixel(page, *inside_polygon), "Tumor", (40, 90))
 
     # Editing: select the point and delete it; select the rectangle and make it Tumor.
-    box = page.locator("#viewer").bounding_box()
-    assert box is not None
     page.mouse.click(*dot)
     expect(page.locator(".ann-selected")).to_contain_text("point #1")
     page.locator(".ann-selection").get_by_role("button", name="Delete").click()
@@ -375,8 +373,29 @@ def test_an_annotator_draws_saves_reloads_and_edits(browser: BrowserContext, sit
     assert_colour(layer_pixel(page, *inside_box), "Tumor", (40, 90))
     assert layer_pixel(page, *dot_image)[3] == 0, "the deleted point is still drawn"
 
-    # A refused edit is shown in the page, not swallowed: someone else's set cannot be written.
+    # The API's refusals are shown in the page with their problem details, not swallowed:
+    # a class name longer than the 200 characters a label may have.
     expect(page.locator(".ann-error")).to_be_hidden()
+    page.locator("#ann-class").select_option(label="New class…")
+    page.locator("#ann-new-class").fill("x" * 201)
+    page.locator(".ann-row").get_by_role("button", name="Add").click()
+    page.locator('button[data-tool="point"]').click()
+    page.mouse.click(*viewer_point(page, 150, 150))
+    with page.expect_response(lambda r: r.url.endswith("/edits")) as refused:
+        page.get_by_role("button", name="Save").click()
+    assert refused.value.status == 400
+    expect(page.locator(".ann-error")).to_contain_text(
+        "Not saved: added feature 0: label must be text of at most 200 characters"
+    )
+    expect(page.locator(".ann-pending")).to_have_text("1 unsaved change")
+    page.get_by_role("button", name="Discard").click()
+    expect(page.locator(".ann-pending")).to_have_text("No unsaved changes")
+    assert problems.error_responses == [f"400 {refused.value.url}"]
+    assert len(problems.console_errors) == 1
+    assert "status of 400" in problems.console_errors[0]
+    problems.error_responses.clear()
+    problems.console_errors.clear()
+
     aborted_reads(problems)
     problems.assert_none()
 

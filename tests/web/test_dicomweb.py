@@ -14,6 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 import requests
+import shapely
 from dicomweb_client import DICOMwebClient
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -23,6 +24,9 @@ from wsidicom import WsiDicom
 from wsidicom.web import WsiDicomWebClient
 
 from slidebank.access.policy import COMMAND_LINE
+from slidebank.annotations.formats import dicom_ann
+from slidebank.annotations.formats.base import ExportContext
+from slidebank.annotations.model import Annotation
 from slidebank.catalog import queries
 from slidebank.catalog.dicom_tables import DicomInstance
 from slidebank.config import Settings
@@ -413,6 +417,61 @@ def test_stow_by_a_steward_goes_through_ingest(
         )
         assert response.status_code in (409, 415), response.text
     shutil.rmtree(tmp_path / "copy")
+
+
+def test_stow_of_an_annotation_instance_imports_it_into_a_set_of_its_slide(
+    world: DicomWorld, tmp_path: Path
+) -> None:
+    """A client that read the stored slide here posts DICOM annotations of it back: they
+    land in an annotation set of that slide (the steward's dataset), not as a new slide."""
+    cells = [
+        Annotation(shapely.Point(1 + i, 3), "point", "Nucleus", number=i) for i in range(7)
+    ] + [Annotation(shapely.box(1, 1, 8, 6), "rectangle", "Tumor", number=7)]
+    target = tmp_path / "annotations.dcm"
+    largest = world.boxes.largest()
+    with target.open("wb") as out:
+        dicom_ann.writer.write(
+            cells,
+            out,
+            ExportContext(
+                "reviewed",
+                _level0_size(world.boxes)[0],
+                _level0_size(world.boxes)[1],
+                source_dicom=world.boxes.content / largest.file_name,
+            ),
+        )
+    posted = pydicom.dcmread(target)
+    posted.SeriesDescription = "reviewed by Dr A"
+    with pytest.raises(requests.HTTPError) as refused:
+        world.client("plain").store_instances([posted])
+    assert refused.value.response is not None and refused.value.response.status_code == 403
+    answer = world.client("steward").store_instances([posted])
+    assert "FailedSOPSequence" not in answer, answer
+    sets = requests.get(
+        f"{world.url}/api/slides/{world.boxes.public_id}/annotation-sets",
+        headers={"Authorization": f"Bearer {world.tokens['steward']}"},
+        timeout=30,
+    ).json()
+    (made,) = [s for s in sets if s["name"] == "reviewed by Dr A"]
+    assert made["annotations"] == 8 and made["kind"] == "automatic"
+    # An instance that references no stored slide is refused, and stores nothing.
+    stray = pydicom.dcmread(target)
+    stray.StudyInstanceUID = generate_uid()
+    for series in stray.ReferencedSeriesSequence:
+        for instance in series.ReferencedInstanceSequence:
+            instance.ReferencedSOPInstanceUID = generate_uid()
+    for item in stray.ReferencedImageSequence:
+        item.ReferencedSOPInstanceUID = generate_uid()
+    with pytest.raises(requests.HTTPError) as none_stored:
+        world.client("steward").store_instances([stray])
+    response = none_stored.value.response
+    assert response is not None and response.status_code == 409
+    assert "annotation instance references no stored slide" in response.text
+
+
+def _level0_size(slide: Slide) -> tuple[int, int]:
+    header = pydicom.dcmread(slide.content / slide.largest().file_name, stop_before_pixels=True)
+    return int(header.TotalPixelMatrixColumns), int(header.TotalPixelMatrixRows)
 
 
 def test_stow_bodies_over_the_limit_are_refused_and_store_nothing(world: DicomWorld) -> None:

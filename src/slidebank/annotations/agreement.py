@@ -32,9 +32,9 @@ import numpy.typing as npt
 import shapely
 
 # scipy ships no type information and pyproject's ignore list does not name it.
-from scipy.sparse import coo_matrix  # type: ignore[import-untyped]
-from scipy.sparse.csgraph import connected_components  # type: ignore[import-untyped]
-from scipy.spatial import cKDTree  # type: ignore[import-untyped]
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
 from shapely import STRtree
 
 from slidebank.annotations.model import Annotation

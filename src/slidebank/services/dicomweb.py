@@ -37,13 +37,17 @@ from slidebank.errors import (
     InvalidInput,
     NotFound,
     SignInRequired,
+    SlidebankError,
     UnsupportedFormat,
 )
 from slidebank.ingest.dicom_index import describe_instances
 from slidebank.ingest.pipeline import Outcome
-from slidebank.services import ingesting
+from slidebank.services import annotating, ingesting
 from slidebank.services.repository import Repository
 from slidebank.slides.dicom_frames import FramePositions
+
+# Microscopy Bulk Simple Annotations: STOW-RS imports these into annotation sets.
+ANNOTATION_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.91.1"
 
 LOCATIONS_TTL_S = 30.0
 MAX_LOCATIONS = 10_000
@@ -320,22 +324,31 @@ def stow_dataset(repository: Repository, principal: Principal, name: str | None)
 
 
 def store_instances(
-    repository: Repository, dataset: str, folder: Path, study: str | None = None
+    repository: Repository,
+    principal: Principal,
+    dataset: str,
+    folder: Path,
+    study: str | None = None,
 ) -> list[Stored]:
     """Ingest the instance files in ``folder`` (one file per posted part) into ``dataset``:
-    grouped by series, each series one slide through the ingest pipeline. With ``study``
-    (STOW-RS to a study's URL), instances of other studies are refused."""
+    grouped by series, each series one slide through the ingest pipeline; annotation
+    instances (Microscopy Bulk Simple Annotations) are imported into a set of the slide
+    they reference. With ``study`` (STOW-RS to a study's URL), instances of other studies
+    are refused."""
     headers: dict[Path, Dataset | None] = {}
     refused: dict[Path, str] = {}
+    annotations: dict[Path, Stored] = {}
     for path in sorted(folder.iterdir()):
         header = _posted_header(path)
         headers[path] = header
         if header is not None and study and str(header.get("StudyInstanceUID", "")) != study:
             refused[path] = f"not an instance of study {study}"
+        elif header is not None and str(header.get("SOPClassUID", "")) == ANNOTATION_SOP_CLASS:
+            annotations[path] = _store_annotations(repository, principal, dataset, path, header)
     series: dict[str, Path] = {}
     moved: dict[Path, Path] = {}
     for path, header in headers.items():
-        if header is None or path in refused:
+        if header is None or path in refused or path in annotations:
             continue
         uid = str(header.get("SeriesInstanceUID", ""))
         target = series.setdefault(uid, folder / f"series-{len(series):04d}")
@@ -357,6 +370,9 @@ def store_instances(
         if path in refused:
             results.append(Stored(sop_class, sop, False, refused[path]))
             continue
+        if path in annotations:
+            results.append(annotations[path])
+            continue
         done = outcomes.get(moved[path].parent)
         if done is None:
             skipped = next((p.reason for p in report.skipped if Path(p.path) == moved[path]), "")
@@ -366,6 +382,60 @@ def store_instances(
         else:
             results.append(Stored(sop_class, sop, True, done.status, kept.get(done.id or "")))
     return results
+
+
+def _store_annotations(
+    repository: Repository, principal: Principal, dataset: str, path: Path, header: Dataset
+) -> Stored:
+    """A posted annotation instance into a set of the slide it annotates: found by the
+    image instances it references (the stored, de-identified UIDs a client read here), else
+    by its study. Only its annotations are kept, never its header."""
+    sop_class, sop = str(header.SOPClassUID), str(header.SOPInstanceUID)
+    referenced = {
+        str(instance.ReferencedSOPInstanceUID)
+        for series in header.get("ReferencedSeriesSequence", [])
+        for instance in series.get("ReferencedInstanceSequence", [])
+        if "ReferencedSOPInstanceUID" in instance
+    } | {
+        str(item.ReferencedSOPInstanceUID)
+        for item in header.get("ReferencedImageSequence", [])
+        if "ReferencedSOPInstanceUID" in item
+    }
+    with repository.catalogue.reading() as session:
+        query = select(Image.public_id).join(DicomInstance, DicomInstance.image_id == Image.id)
+        slides = set(
+            session.scalars(query.where(DicomInstance.sop_uid.in_(sorted(referenced))))
+        ) or set(
+            session.scalars(
+                query.where(DicomInstance.study_uid == str(header.get("StudyInstanceUID", "")))
+            )
+        )
+    if len(slides) != 1:
+        reason = "references no stored slide" if not slides else "references several slides"
+        return Stored(sop_class, sop, False, f"annotation instance {reason}")
+    (slide,) = slides
+    name = str(header.get("SeriesDescription", "") or "") or f"DICOM {sop[-12:]}"
+    try:
+        with repository.catalogue.reading() as session:
+            image = queries.image_by_public_id(session, slide)
+            if image.slide.dataset.short_name != dataset:
+                raise InvalidInput(f"it annotates slide {slide} of another dataset")
+        with path.open("rb") as source:
+            report = annotating.import_annotations(
+                repository,
+                principal,
+                slide,
+                source,
+                path.name,
+                set_name=name[:200],
+                file_format="dicom-ann",
+                kind="automatic",
+            )
+    except SlidebankError as exc:
+        return Stored(sop_class, sop, False, str(exc))
+    return Stored(
+        sop_class, sop, True, f"{report.imported} annotations into set {name!r} of {slide}"
+    )
 
 
 def _posted_header(path: Path) -> Dataset | None:

@@ -547,7 +547,7 @@ async def _store(
         await run_in_threadpool(dicom_media.split_parts, body, boundary, parts)
         body.unlink()
         outcomes = await run_in_threadpool(
-            dicomweb.store_instances, state.repository, name, parts, study
+            dicomweb.store_instances, state.repository, asker, name, parts, study
         )
     return _stow_response(outcomes, _base(request))
 

@@ -56,6 +56,8 @@
   const POINT_RADIUS = 4;
   const HIT_TOLERANCE_PX = 6;
   const CLOSE_DISTANCE_PX = 4;
+  const DOUBLE_CLICK_PX = 8;
+  const DOUBLE_CLICK_MS = 500;
   const UNCLASSIFIED = "";
   const UNCLASSIFIED_COLOUR = "#b8b8c0";
   // Fallback colours for classes the label schema does not colour.
@@ -114,6 +116,9 @@
   async function api(url, options = {}) {
     const headers = { Accept: "application/json" };
     const init = { method: options.method || "GET", headers, credentials: "same-origin" };
+    // Ahead of the tile images that OpenSeadragon asks for at the same moment: the browser
+    // gives a host only a few connections.
+    if (options.priority) init.priority = options.priority;
     if (options.signal) init.signal = options.signal;
     if (options.body !== undefined) {
       headers["Content-Type"] = "application/json";
@@ -516,10 +521,11 @@
       simplify: simplify.toPrecision(3),
     });
     track(
-      api(`/api/slides/${encodeURIComponent(SLIDE)}/annotations?${query}`, { signal: controller.signal })
+      api(`/api/slides/${encodeURIComponent(SLIDE)}/annotations?${query}`, { signal: controller.signal, priority: "high" })
         .then((answer) => {
           if (set.featuresFetch !== request) return;
           set.featuresFetch = null;
+          const fetched = performance.now() - started;
           const items = [];
           for (const feature of answer.features) {
             const item = record(feature, set);
@@ -529,7 +535,7 @@
           set.features = { window, simplify, items, groups: grouped(items), truncated: answer.truncated, started };
           refreshShown(set);
           requestDraw(() =>
-            recordFrame({ ms: performance.now() - started, kind: "features", count: items.length, set: set.id })
+            recordFrame({ ms: performance.now() - started, fetchMs: fetched, kind: "features", count: items.length, set: set.id })
           );
         })
         .catch((error) => {
@@ -568,8 +574,8 @@
 
   /** Fetches the tiles of ``keys`` that are neither kept nor on their way, as one group: the
    * group's frame is recorded when the last of them is drawn. */
-  function fetchTiles(set, keys, kind, pinned) {
-    const group = { kind, started: performance.now(), remaining: 0, cells: 0, cancelled: false, set: set.id };
+  function fetchTiles(set, keys, pinned) {
+    const group = { started: performance.now(), remaining: 0, cells: 0, cancelled: false, set: set.id, pinned };
     for (const key of keys) {
       if (set.tiles.has(key)) {
         const tile = set.tiles.get(key);
@@ -577,13 +583,13 @@
         set.tiles.set(key, tile);
         continue;
       }
-      group.remaining += 1;
       const existing = set.tileFetches.get(key);
       if (existing) {
+        // On its way for an earlier update, whose frame it counts in.
         existing.pinned = existing.pinned || pinned;
-        existing.groups.push(group);
         continue;
       }
+      group.remaining += 1;
       const controller = new AbortController();
       const fetchState = { controller, groups: [group], pinned };
       set.tileFetches.set(key, fetchState);
@@ -601,6 +607,7 @@
       track(
         api(`/api/slides/${encodeURIComponent(SLIDE)}/annotations/density?${query}`, {
           signal: controller.signal,
+          priority: "high",
         })
           .then((answer) => {
             if (set.tileFetches.get(key) !== fetchState) return;
@@ -622,9 +629,12 @@
               group.cells += answer.cells.length;
               group.remaining -= 1;
               if (group.remaining === 0 && !group.cancelled) {
-                requestDraw(() =>
-                  recordFrame({ ms: performance.now() - group.started, kind: group.kind, count: group.cells, set: set.id })
-                );
+                const fetched = performance.now() - group.started;
+                requestDraw(() => {
+                  const frame = { ms: performance.now() - group.started, fetchMs: fetched, kind: "density", count: group.cells, set: set.id };
+                  if (group.pinned) frame.overview = true;
+                  recordFrame(frame);
+                });
               }
             }
           })
@@ -670,7 +680,9 @@
 
   function ensureOverview(set) {
     if (!needsOverview(set) || set.overview) return;
-    fetchTiles(set, overviewKeys(), "overview", true);
+    if (set.overviewRequested) return;
+    set.overviewRequested = true;
+    fetchTiles(set, overviewKeys(), true);
   }
 
   /** The overview's grid of counts, once all its tiles are there. */
@@ -750,7 +762,7 @@
       set.want = { mode: "density", level, keys };
       abortFeatures(set);
       abortTiles(set, new Set(keys));
-      fetchTiles(set, keys, "density", false);
+      fetchTiles(set, keys, false);
       refreshShown(set);
     }
   }
@@ -935,14 +947,16 @@
       name: "polygon",
       label: "Polygon",
       key: "g",
-      hint: "Click the vertices; double-click or Enter closes the polygon, Backspace removes the last vertex, Escape cancels.",
+      hint:
+        "Click the vertices; double-click, Enter or a click on the first vertex closes the polygon. " +
+        "Backspace removes the last vertex, Escape cancels.",
     },
   ];
   let tool = "navigate";
   const toolButtons = new Map();
   const classPicker = element("select", { id: "ann-class", name: "class" });
   const pickerSwatch = swatch(UNCLASSIFIED_COLOUR);
-  const newClassInput = element("input", { type: "text", id: "ann-new-class", placeholder: "New class", maxlength: "200", hidden: true });
+  const newClassInput = element("input", { type: "text", id: "ann-new-class", placeholder: "New class", hidden: true });
   const newClassButton = element("button", { type: "button", text: "Add", hidden: true });
   const hint = element("div", { className: "draw-hint", "aria-live": "polite", hidden: true });
   const NEW_CLASS = "\u0000new";
@@ -1189,6 +1203,7 @@
     set.features = null;
     set.tiles.clear();
     set.overview = null;
+    set.overviewRequested = false;
     set.want = null;
     set.shown = null;
   }
@@ -1399,6 +1414,7 @@
   let vertices = []; // the polygon being drawn, image px
   let dragStart = null; // the rectangle being drawn
   let pointer = null; // the last pointer position, image px
+  let lastVertexAt = -Infinity;
 
   function imagePoint(originalEvent) {
     const rect = viewer.canvas.getBoundingClientRect();
@@ -1471,8 +1487,21 @@
       if (tool === "point") {
         addDraft("point", { type: "Point", coordinates: [p.x, p.y] });
       } else if (tool === "polygon") {
+        // A second click on the last vertex soon after it (a double-click: OpenSeadragon's
+        // own detection misses one that follows other clicks quickly) or a click on the first
+        // vertex closes the polygon.
+        const now = performance.now();
         const last = vertices[vertices.length - 1];
-        if (!last || screenDistance(p.m, last, p) >= CLOSE_DISTANCE_PX) vertices.push({ x: p.x, y: p.y });
+        const again = last && screenDistance(p.m, last, p) < DOUBLE_CLICK_PX;
+        const onFirst = vertices.length >= 3 && screenDistance(p.m, vertices[0], p) < DOUBLE_CLICK_PX;
+        if (again && now - lastVertexAt < DOUBLE_CLICK_MS) {
+          if (vertices.length >= 3) closePolygon();
+        } else if (onFirst) {
+          closePolygon();
+        } else if (!last || screenDistance(p.m, last, p) >= CLOSE_DISTANCE_PX) {
+          vertices.push({ x: p.x, y: p.y });
+        }
+        lastVertexAt = now;
         requestDraw();
       } else if (tool === "navigate") {
         select(pick(p.x, p.y, p.m));
