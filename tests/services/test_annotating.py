@@ -108,9 +108,11 @@ def test_an_import_stores_the_set_its_classes_and_an_audit_event(
     assert revision["action"] == "import"
     assert revision["detail"]["file"] == "cells.geojson"
     assert revision["author"] == "ann"
-    found = annotating.viewport(
-        repository, world["plain"], world["slide"], Viewport(0, 0, 500, 500)
-    )  # the dataset is open: anyone reads
+    found = json.loads(  # the dataset is open: anyone reads
+        annotating.viewport_geojson(
+            repository, world["plain"], world["slide"], Viewport(0, 0, 500, 500)
+        )
+    )
     assert len(found["features"]) == 9  # those starting at x = 100, 150, …, 500
     assert {f["properties"]["label"] for f in found["features"]} == {"Tumor"}
 

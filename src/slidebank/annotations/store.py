@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from slidebank.annotations.model import Annotation, Viewport
+from slidebank.errors import InvalidInput
 
 # A density grid is for drawing: a 4K screen in 16 px cells is about 32,000 cells.
 MAX_DENSITY_CELLS = 65_536
@@ -64,11 +65,11 @@ def label_counts(items: Iterable[Annotation]) -> dict[str | None, int]:
 def density_grid(viewport: Viewport, cell: float) -> tuple[int, int]:
     """The grid's columns and rows; refuses cells that are not positive or too many."""
     if not cell > 0:
-        raise ValueError(f"density cell must be positive, got {cell}")
+        raise InvalidInput(f"density cell must be positive, got {cell}")
     columns = max(1, int(-(-(viewport.x1 - viewport.x0) // cell)))
     rows = max(1, int(-(-(viewport.y1 - viewport.y0) // cell)))
     if columns * rows > MAX_DENSITY_CELLS:
-        raise ValueError(
+        raise InvalidInput(
             f"density grid of {columns} x {rows} cells is more than {MAX_DENSITY_CELLS:,}"
         )
     return columns, rows

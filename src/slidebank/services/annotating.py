@@ -431,34 +431,6 @@ def _readable_sets(
     return list(set_ids)
 
 
-def viewport(
-    repository: Repository,
-    principal: Principal,
-    slide_id: str,
-    window: Viewport,
-    *,
-    set_ids: Sequence[int] | None = None,
-    labels: Sequence[str] | None = None,
-    min_area: float | None = None,
-    simplify: float = 0.0,
-    limit: int = MAX_VIEWPORT_ANNOTATIONS,
-) -> dict[str, Any]:
-    """The annotations in a window as a GeoJSON FeatureCollection (a dict)."""
-    return json.loads(  # type: ignore[no-any-return]
-        viewport_geojson(
-            repository,
-            principal,
-            slide_id,
-            window,
-            set_ids=set_ids,
-            labels=labels,
-            min_area=min_area,
-            simplify=simplify,
-            limit=limit,
-        )
-    )
-
-
 def viewport_geojson(
     repository: Repository,
     principal: Principal,

@@ -61,11 +61,19 @@ class LabelClassIn(BaseModel):
     code_meaning: str | None = None
 
 
-def _window(x0: float, y0: float, x1: float, y1: float) -> Viewport:
+def _window(
+    x0: Annotated[float, Query(description="Left edge, level-0 px.")],
+    y0: Annotated[float, Query(description="Top edge, level-0 px.")],
+    x1: Annotated[float, Query(description="Right edge, level-0 px.")],
+    y1: Annotated[float, Query(description="Bottom edge, level-0 px.")],
+) -> Viewport:
     try:
         return Viewport(x0, y0, x1, y1)
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from exc
+
+
+Window = Annotated[Viewport, Depends(_window)]
 
 
 def _set_ids(sets: str | None) -> list[int] | None:
@@ -109,10 +117,7 @@ async def viewport(
     state: State,
     asker: Asker,
     slide_id: str,
-    x0: float,
-    y0: float,
-    x1: float,
-    y1: float,
+    window: Window,
     sets: Sets = None,
     labels: Annotated[str | None, Query(description="Comma-separated class names.")] = None,
     min_area: Annotated[float | None, Query(ge=0)] = None,
@@ -128,7 +133,7 @@ async def viewport(
             state.repository,
             asker,
             slide_id,
-            _window(x0, y0, x1, y1),
+            window,
             set_ids=_set_ids(sets),
             labels=_labels(labels),
             min_area=min_area,
@@ -147,14 +152,10 @@ async def density(
     state: State,
     asker: Asker,
     slide_id: str,
-    x0: float,
-    y0: float,
-    x1: float,
-    y1: float,
+    window: Window,
     cell: Annotated[float, Query(gt=0, description="Cell side in level-0 px.")],
     sets: Sets = None,
 ) -> dict[str, Any]:
-    window = _window(x0, y0, x1, y1)
     return await run_in_threadpool(
         lambda: annotating.density(
             state.repository, asker, slide_id, window, cell, set_ids=_set_ids(sets)
@@ -167,13 +168,9 @@ async def counts(
     state: State,
     asker: Asker,
     slide_id: str,
-    x0: float,
-    y0: float,
-    x1: float,
-    y1: float,
+    window: Window,
     sets: Sets = None,
 ) -> dict[str, int]:
-    window = _window(x0, y0, x1, y1)
     return await run_in_threadpool(
         lambda: annotating.count_by_label(
             state.repository, asker, slide_id, window, set_ids=_set_ids(sets)

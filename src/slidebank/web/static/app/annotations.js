@@ -835,6 +835,7 @@
 
   function recordFrame(frame) {
     frame.ms = Math.round(frame.ms * 10) / 10;
+    frame.fetchMs = Math.round(frame.fetchMs * 10) / 10;
     frames.push(frame);
   }
 
