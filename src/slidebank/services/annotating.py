@@ -285,7 +285,7 @@ def import_annotations(
         _require_write(principal, gate_of(dataset))
         annotation_set = _target_set(session, principal, image, set_name, kind, author)
         items = checked(
-            (p for p in reader.read(source, filename, limits, classes)),
+            reader.read(source, filename, limits, classes),
             filename,
             image.width,
             image.height,

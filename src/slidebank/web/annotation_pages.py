@@ -387,16 +387,16 @@ def _choices(sets: list[dict[str, Any]], query: PageQuery) -> tuple[int | None, 
 
 
 def _int(raw: str | None) -> int | None:
-    return int(raw) if raw is not None and raw.isdigit() else None
+    return int(raw) if raw is not None and raw.isascii() and raw.isdigit() else None
 
 
 def _notice(params: dict[str, str], names: dict[int, str]) -> str | None:
     """The notice after a change, from fixed wording and numbers only (a link cannot make
     the page say something else)."""
     done, set_id = params.get("done"), _int(params.get("done_set"))
-    if set_id not in names:
+    if set_id is None or set_id not in names:
         return None
-    name = names[set_id]  # type: ignore[index]
+    name = names[set_id]
     if done == "promoted":
         return f"“{name}” is now a reference set."
     to, revision = _int(params.get("to")), _int(params.get("revision"))

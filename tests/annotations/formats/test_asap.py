@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import io
 import re
-import tracemalloc
 from collections.abc import Iterator, Sequence
+from itertools import chain
 from pathlib import Path
 
 import pytest
 from shapely.geometry import LineString, MultiPoint, MultiPolygon, Point, Polygon, box
 
 from slidebank.annotations.formats import asap
-from slidebank.annotations.formats.base import ExportContext, ImportLimits, LabelStyle, Parsed
+from slidebank.annotations.formats.base import ExportContext, ImportLimits, LabelStyle
 from slidebank.annotations.model import Annotation
 from slidebank.errors import InvalidInput
+from tests.annotations.formats import xml_cases
 
 TOLERANCE = 1e-9
 
@@ -25,17 +26,7 @@ def asap_dir(testdata: Path) -> Path:
     return testdata / "annotations" / "asap"
 
 
-def read(
-    data: bytes,
-    filename: str = "test.xml",
-    limits: ImportLimits | None = None,
-    classes: dict[str, LabelStyle] | None = None,
-) -> list[Parsed]:
-    return list(
-        asap.reader.read(
-            io.BytesIO(data), filename, limits or ImportLimits(), {} if classes is None else classes
-        )
-    )
+read = xml_cases.reading(asap.reader)
 
 
 def write(items: list[Annotation], classes: dict[str, LabelStyle] | None = None) -> bytes:
@@ -328,9 +319,9 @@ def test_malformed_coordinates_are_refused_naming_the_annotation(
         annotation("Dot", [(0, 0)], name="first"),
         annotation("Polygon", coordinates, name="Annotation 0"),
     )
-    with pytest.raises(InvalidInput) as caught:
-        read(data, "asap-polygon.xml")
-    assert str(caught.value) == f"asap-polygon.xml: annotation 2 ('Annotation 0'): {message}"
+    assert xml_cases.refusal(read, data, "asap-polygon.xml") == (
+        f"asap-polygon.xml: annotation 2 ('Annotation 0'): {message}"
+    )
 
 
 @pytest.mark.parametrize(
@@ -369,35 +360,19 @@ def test_malformed_coordinates_are_refused_naming_the_annotation(
     ],
 )
 def test_impossible_annotations_are_refused(body: str, message: str) -> None:
-    with pytest.raises(InvalidInput) as caught:
-        read(document(body), "bad.xml")
-    assert str(caught.value).startswith(f"bad.xml: annotation 1 ('Annotation 0'): {message}")
+    assert xml_cases.refusal(read, document(body), "bad.xml").startswith(
+        f"bad.xml: annotation 1 ('Annotation 0'): {message}"
+    )
 
 
 # --- hostile XML ------------------------------------------------------------------------
 
-BILLION_LAUGHS = b"""<?xml version="1.0"?>
-<!DOCTYPE lolz [
- <!ENTITY lol "lol">
- <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
- <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
- <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
- <!ENTITY lol9 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
-]>
-<ASAP_Annotations><Annotations>
-<Annotation Name="&lol9;" Type="Dot" PartOfGroup="None"><Coordinates>
-<Coordinate Order="0" X="1" Y="2"/></Coordinates></Annotation>
-</Annotations></ASAP_Annotations>"""
-
-EXTERNAL_ENTITY = b"""<?xml version="1.0"?>
-<!DOCTYPE ASAP_Annotations [<!ENTITY secret SYSTEM "file:///etc/passwd">]>
-<ASAP_Annotations><Annotations>
-<Annotation Name="&secret;" Type="Dot" PartOfGroup="None"><Coordinates>
-<Coordinate Order="0" X="1" Y="2"/></Coordinates></Annotation>
-</Annotations></ASAP_Annotations>"""
+HOSTILE = xml_cases.hostile_documents(
+    asap.ROOT, lambda name: document(annotation("Dot", [(1, 2)], name=name))
+)
 
 
-@pytest.mark.parametrize("data", [BILLION_LAUGHS, EXTERNAL_ENTITY], ids=["bomb", "external"])
+@pytest.mark.parametrize("data", HOSTILE.values(), ids=HOSTILE.keys())
 def test_entity_declarations_are_refused(data: bytes) -> None:
     with pytest.raises(InvalidInput, match=r"^evil\.xml: XML document type declarations"):
         read(data, "evil.xml")
@@ -415,9 +390,7 @@ def test_malformed_xml_is_refused_naming_the_file() -> None:
 def test_too_many_annotations_are_refused_naming_the_first_one_over() -> None:
     data = document(*(annotation("Dot", [(i, i)], name=f"Annotation {i}") for i in range(3)))
     assert len(read(data, limits=ImportLimits(max_annotations=3))) == 3
-    with pytest.raises(InvalidInput) as caught:
-        read(data, "many.xml", ImportLimits(max_annotations=2))
-    assert str(caught.value) == (
+    assert xml_cases.refusal(read, data, "many.xml", ImportLimits(max_annotations=2)) == (
         "many.xml: annotation 3 ('Annotation 2'): more than 2 annotations in one file"
     )
 
@@ -425,9 +398,9 @@ def test_too_many_annotations_are_refused_naming_the_first_one_over() -> None:
 def test_too_many_vertices_are_refused_naming_the_annotation() -> None:
     square = [(0, 0), (1, 0), (1, 1), (0, 1)]
     data = document(annotation("Polygon", square, name="small"), annotation("Polygon", square * 2))
-    with pytest.raises(InvalidInput) as caught:
-        read(data, "big.xml", ImportLimits(max_vertices=4))
-    assert str(caught.value) == "big.xml: annotation 2 ('Annotation 0'): more than 4 coordinates"
+    assert xml_cases.refusal(read, data, "big.xml", ImportLimits(max_vertices=4)) == (
+        "big.xml: annotation 2 ('Annotation 0'): more than 4 coordinates"
+    )
 
 
 def test_too_long_texts_are_refused() -> None:
@@ -461,48 +434,29 @@ LARGE = 40_000
 
 @pytest.mark.slow
 def test_a_large_file_is_read_and_written_in_bounded_memory(tmp_path: Path) -> None:
-    path = tmp_path / "dots.xml"
-    with path.open("w", encoding="utf-8") as file:
-        file.write('<?xml version="1.0"?>\n<ASAP_Annotations>\n\t<Annotations>\n')
-        for i in range(LARGE):
-            file.write(
-                f'\t\t<Annotation Name="Annotation {i}" Type="Dot" PartOfGroup="cells"'
-                ' Color="#F4FA58">\n\t\t\t<Coordinates>\n'
-                f'\t\t\t\t<Coordinate Order="0" X="{i * 0.5}" Y="{i * 0.25}" />\n'
-                "\t\t\t</Coordinates>\n\t\t</Annotation>\n"
-            )
-        file.write(
-            "\t</Annotations>\n\t<AnnotationGroups>\n"
-            '\t\t<Group Name="cells" PartOfGroup="None" Color="#64FE2E"><Attributes/></Group>\n'
-            "\t</AnnotationGroups>\n</ASAP_Annotations>\n"
-        )
-    size = path.stat().st_size
-
-    tracemalloc.start()
-    try:
-        count = 0
-        last: Parsed | None = None
-        with path.open("rb") as source:
-            for item in asap.reader.read(source, path.name, ImportLimits(), {}):
-                count += 1
-                last = item
-        _, read_peak = tracemalloc.get_traced_memory()
-        tracemalloc.reset_peak()
-        with (tmp_path / "out.xml").open("wb") as out:
-            asap.writer.write(
-                (Annotation(Point(i, i), "point", "cells") for i in range(LARGE)),
-                out,
-                ExportContext("set", 10, 10),
-            )
-        _, write_peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    print(
-        f"ASAP {LARGE} dots, {size / 1e6:.1f} MB: read peak {read_peak / 1e6:.2f} MB, "
-        f"write peak {write_peak / 1e6:.2f} MB"
+    head = '<?xml version="1.0"?>\n<ASAP_Annotations>\n\t<Annotations>\n'
+    dots = (
+        f'\t\t<Annotation Name="Annotation {i}" Type="Dot" PartOfGroup="cells"'
+        ' Color="#F4FA58">\n\t\t\t<Coordinates>\n'
+        f'\t\t\t\t<Coordinate Order="0" X="{i * 0.5}" Y="{i * 0.25}" />\n'
+        "\t\t\t</Coordinates>\n\t\t</Annotation>\n"
+        for i in range(LARGE)
     )
-    assert count == LARGE
-    assert last is not None
-    assert last.annotation.geometry.equals(Point((LARGE - 1) * 0.5, (LARGE - 1) * 0.25))
-    assert read_peak < 100e6
-    assert write_peak < 100e6
+    tail = (
+        "\t</Annotations>\n\t<AnnotationGroups>\n"
+        '\t\t<Group Name="cells" PartOfGroup="None" Color="#64FE2E"><Attributes/></Group>\n'
+        "\t</AnnotationGroups>\n</ASAP_Annotations>\n"
+    )
+    traced = xml_cases.read_and_write_traced(
+        tmp_path / "dots.xml",
+        chain([head], dots, [tail]),
+        asap.reader,
+        asap.writer,
+        (Annotation(Point(i, i), "point", "cells") for i in range(LARGE)),
+        f"ASAP {LARGE} dots",
+    )
+    assert traced.count == LARGE
+    assert traced.last is not None
+    assert traced.last.annotation.geometry.equals(Point((LARGE - 1) * 0.5, (LARGE - 1) * 0.25))
+    assert traced.read_peak < xml_cases.MEMORY_BOUND
+    assert traced.write_peak < xml_cases.MEMORY_BOUND

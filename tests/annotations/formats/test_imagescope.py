@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import io
 import re
-import tracemalloc
 from collections.abc import Generator, Sequence
+from itertools import chain
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ from slidebank.annotations.formats import imagescope
 from slidebank.annotations.formats.base import ExportContext, ImportLimits, LabelStyle, Parsed
 from slidebank.annotations.model import Annotation
 from slidebank.errors import InvalidInput
+from tests.annotations.formats import xml_cases
 
 TOLERANCE = 1e-9
 
@@ -69,17 +70,7 @@ def document(*layers: str) -> bytes:
     ).encode()
 
 
-def read(
-    data: bytes,
-    filename: str = "test.xml",
-    limits: ImportLimits | None = None,
-    classes: dict[str, LabelStyle] | None = None,
-) -> list[Parsed]:
-    return list(
-        imagescope.reader.read(
-            io.BytesIO(data), filename, limits or ImportLimits(), {} if classes is None else classes
-        )
-    )
+read = xml_cases.reading(imagescope.reader)
 
 
 def write(items: list[Annotation], classes: dict[str, LabelStyle] | None = None) -> bytes:
@@ -272,9 +263,9 @@ def test_impossible_regions_are_refused_naming_layer_and_region(body: str, messa
     data = document(
         layer("Tumor", region(0, SQUARE, identifier=1), body.replace('Id="1"', 'Id="9"'))
     )
-    with pytest.raises(InvalidInput) as caught:
-        read(data, "bad.xml")
-    assert str(caught.value).startswith(f"bad.xml: layer 1 ('Tumor'), region 2 (Id 9): {message}")
+    assert xml_cases.refusal(read, data, "bad.xml").startswith(
+        f"bad.xml: layer 1 ('Tumor'), region 2 (Id 9): {message}"
+    )
 
 
 @pytest.mark.parametrize("colour", ["red", "9" * 5000, "1.5"])
@@ -410,29 +401,12 @@ def test_the_writer_streams_its_input() -> None:
 
 # --- hostile XML ------------------------------------------------------------------------
 
-BILLION_LAUGHS = b"""<?xml version="1.0"?>
-<!DOCTYPE lolz [
- <!ENTITY lol "lol">
- <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
- <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
- <!ENTITY lol9 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
-]>
-<Annotations><Annotation Id="1" Name="&lol9;" LineColor="65280"><Regions/></Annotation>
-</Annotations>"""
-
-EXTERNAL_ENTITY = b"""<?xml version="1.0"?>
-<!DOCTYPE Annotations [<!ENTITY secret SYSTEM "file:///etc/passwd">]>
-<Annotations><Annotation Id="1" Name="&secret;" LineColor="65280"><Regions/></Annotation>
-</Annotations>"""
-
-EXTERNAL_DTD = b"""<?xml version="1.0"?>
-<!DOCTYPE Annotations SYSTEM "http://example.invalid/evil.dtd">
-<Annotations/>"""
-
-
-@pytest.mark.parametrize(
-    "data", [BILLION_LAUGHS, EXTERNAL_ENTITY, EXTERNAL_DTD], ids=["bomb", "entity", "dtd"]
+HOSTILE = xml_cases.hostile_documents(
+    imagescope.ROOT, lambda name: document(layer(name, region(0, SQUARE)))
 )
+
+
+@pytest.mark.parametrize("data", HOSTILE.values(), ids=HOSTILE.keys())
 def test_document_type_declarations_are_refused(data: bytes) -> None:
     with pytest.raises(InvalidInput, match=r"^evil\.xml: XML document type declarations"):
         read(data, "evil.xml")
@@ -453,18 +427,14 @@ def test_too_many_regions_are_refused_naming_the_first_one_over() -> None:
         layer("B", region(0, SQUARE, "three", identifier=1), identifier=2),
     )
     assert len(read(data, limits=ImportLimits(max_annotations=3))) == 3
-    with pytest.raises(InvalidInput) as caught:
-        read(data, "many.xml", ImportLimits(max_annotations=2))
-    assert str(caught.value) == (
+    assert xml_cases.refusal(read, data, "many.xml", ImportLimits(max_annotations=2)) == (
         "many.xml: layer 2 ('B'), region 1 (Id 1) ('three'): more than 2 regions in one file"
     )
 
 
 def test_too_many_vertices_are_refused_naming_the_region() -> None:
     data = document(layer("Tumor", region(0, SQUARE[:4], "small"), region(0, SQUARE, "big")))
-    with pytest.raises(InvalidInput) as caught:
-        read(data, "big.xml", ImportLimits(max_vertices=4))
-    assert str(caught.value) == (
+    assert xml_cases.refusal(read, data, "big.xml", ImportLimits(max_vertices=4)) == (
         "big.xml: layer 1 ('Tumor'), region 2 (Id 1) ('big'): more than 4 vertices"
     )
 
@@ -505,44 +475,28 @@ LARGE = 40_000
 
 @pytest.mark.slow
 def test_a_large_layer_is_read_and_written_in_bounded_memory(tmp_path: Path) -> None:
-    path = tmp_path / "cells.xml"
-    with path.open("w", encoding="utf-8") as file:
-        file.write('<?xml version="1.0" encoding="UTF-8"?>\n<Annotations MicronsPerPixel="0.25">\n')
-        file.write(layer("Cells", "{regions}").split("{regions}")[0])
-        for i in range(LARGE):
-            # One-vertex regions (cells marked by a point): the layer's spool of them is
-            # larger than the 8 MiB kept in memory, so it goes to disk.
-            file.write(region(0, [(i * 0.5, i * 0.25)], f"cell {i}", identifier=i + 1) + "\n")
-        file.write(layer("Cells", "{regions}").split("{regions}")[1])
-        file.write("</Annotations>\n")
-    size = path.stat().st_size
-
-    tracemalloc.start()
-    try:
-        count = 0
-        last: Parsed | None = None
-        with path.open("rb") as source:
-            for item in imagescope.reader.read(source, path.name, ImportLimits(), {}):
-                count += 1
-                last = item
-        _, read_peak = tracemalloc.get_traced_memory()
-        tracemalloc.reset_peak()
-        with (tmp_path / "out.xml").open("wb") as out:
-            imagescope.writer.write(
-                (Annotation(Point(i, i), "point", f"class {i % 5}") for i in range(LARGE)),
-                out,
-                ExportContext("set", 10, 10),
-            )
-        _, write_peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    print(
-        f"ImageScope {LARGE} point regions in one layer, {size / 1e6:.1f} MB: read peak "
-        f"{read_peak / 1e6:.2f} MB, write peak {write_peak / 1e6:.2f} MB"
+    start, end = layer("Cells", "{regions}").split("{regions}")
+    # One-vertex regions (cells marked by a point): the layer's spool of them is larger
+    # than the 8 MiB kept in memory, so it goes to disk.
+    cells = (
+        region(0, [(i * 0.5, i * 0.25)], f"cell {i}", identifier=i + 1) + "\n" for i in range(LARGE)
     )
-    assert count == LARGE
-    assert last is not None
-    assert last.annotation.properties == {"name": f"cell {LARGE - 1}"}
-    assert last.annotation.geometry.equals(Point((LARGE - 1) * 0.5, (LARGE - 1) * 0.25))
-    assert read_peak < 100e6
-    assert write_peak < 100e6
+    traced = xml_cases.read_and_write_traced(
+        tmp_path / "cells.xml",
+        chain(
+            ['<?xml version="1.0" encoding="UTF-8"?>\n<Annotations MicronsPerPixel="0.25">\n'],
+            [start],
+            cells,
+            [end, "</Annotations>\n"],
+        ),
+        imagescope.reader,
+        imagescope.writer,
+        (Annotation(Point(i, i), "point", f"class {i % 5}") for i in range(LARGE)),
+        f"ImageScope {LARGE} point regions in one layer",
+    )
+    assert traced.count == LARGE
+    assert traced.last is not None
+    assert traced.last.annotation.properties == {"name": f"cell {LARGE - 1}"}
+    assert traced.last.annotation.geometry.equals(Point((LARGE - 1) * 0.5, (LARGE - 1) * 0.25))
+    assert traced.read_peak < xml_cases.MEMORY_BOUND
+    assert traced.write_peak < xml_cases.MEMORY_BOUND

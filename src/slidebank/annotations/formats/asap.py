@@ -60,127 +60,26 @@ in this format.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Iterable, Iterator
 from itertools import pairwise
-from typing import TYPE_CHECKING, BinaryIO, NoReturn
-from xml.sax.saxutils import quoteattr
+from typing import BinaryIO, NoReturn
 
 import shapely
-from defusedxml import (
-    DefusedXmlException,
-    DTDForbidden,
-    EntitiesForbidden,
-    ExternalReferenceForbidden,
-)
-from defusedxml.ElementTree import ParseError, iterparse
-from shapely.geometry import LineString, MultiPoint, Point, Polygon, box
+from shapely.geometry import LineString, MultiPoint, Point, Polygon
 from shapely.geometry.base import BaseGeometry
 
+from slidebank.annotations.formats import xml_input
 from slidebank.annotations.formats.base import ExportContext, ImportLimits, LabelStyle, Parsed
 from slidebank.annotations.model import Annotation, Shape
 from slidebank.errors import InvalidInput
-
-if TYPE_CHECKING:
-    from xml.etree.ElementTree import Element
 
 ROOT = "ASAP_Annotations"
 NO_GROUP = "None"
 _MAX_DEPTH = 32
 """ASAP nests five deep; a deeper file is not ASAP and is refused before it costs memory."""
-_READ_CHUNK = 64 * 1024
 _WRITE_CHUNK = 256 * 1024
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][+-]?\d+)?")
-_INTEGER = re.compile(r"[+-]?\d+")
 _COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
-_NOT_FINITE = {"nan", "inf", "infinity"}
-# XML 1.0 cannot carry these characters at all, escaped or not (nor can UTF-8 carry lone
-# surrogates); a name holding one is written with U+FFFD in its place.
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
-
-
-class _BoundedReader:
-    """The source as expat reads it, refusing to go past ``limit`` bytes."""
-
-    def __init__(self, source: BinaryIO, limit: int, filename: str) -> None:
-        self._source = source
-        self._limit = limit
-        self._filename = filename
-        self._count = 0
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            size = _READ_CHUNK
-        # One byte past the limit is enough to know it is exceeded.
-        data = self._source.read(max(0, min(size, self._limit - self._count + 1)))
-        self._count += len(data)
-        if self._count > self._limit:
-            raise InvalidInput(f"{self._filename}: larger than the limit of {self._limit} bytes")
-        return data
-
-
-def _xml_events(source: _BoundedReader, filename: str) -> Iterator[tuple[str, Element]]:
-    """Start and end events of a well-formed, DTD-free document; parse failures named."""
-    try:
-        yield from iterparse(source, events=("start", "end"), forbid_dtd=True)
-    except ParseError as error:
-        raise InvalidInput(f"{filename}: not well-formed XML: {error}") from error
-    except DTDForbidden as error:
-        raise InvalidInput(
-            f"{filename}: XML document type declarations are refused (they carry entity "
-            "expansion and external references)"
-        ) from error
-    except EntitiesForbidden as error:
-        raise InvalidInput(f"{filename}: XML entity declarations are refused") from error
-    except ExternalReferenceForbidden as error:
-        raise InvalidInput(f"{filename}: external XML references are refused") from error
-    except DefusedXmlException as error:
-        raise InvalidInput(f"{filename}: refused XML construct: {error}") from error
-
-
-def _quoted(text: str, limit: int = 60) -> str:
-    """``text`` for a message: quoted, and cut short when long."""
-    return "'" + (text if len(text) <= limit else text[: limit - 1] + "…") + "'"
-
-
-def _root_name(head: bytes) -> str | None:
-    """The root element's name, from the first bytes of a document."""
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        head = head.decode("utf-16", errors="ignore").encode("utf-8")
-    match = _ROOT_ELEMENT.match(head)
-    return match.group(1).decode("ascii") if match else None
-
-
-_ROOT_ELEMENT = re.compile(
-    rb"(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*\?>\s*)?"
-    rb"(?:(?:<!--.*?-->|<\?.*?\?>)\s*)*"
-    rb"(?:<!DOCTYPE[^>\[]*(?:\[.*?\])?\s*>\s*(?:(?:<!--.*?-->|<\?.*?\?>)\s*)*)?"
-    rb"<([A-Za-z_][\w.:-]*)",
-    re.DOTALL,
-)
-
-
-def _plain_number(text: str | None) -> float | None:
-    """``text`` as a finite number, or None to let :func:`_number` say what is wrong."""
-    if text is None or not _NUMBER.fullmatch(text := text.strip()):
-        return None
-    value = float(text.replace(",", "."))
-    return value if math.isfinite(value) else None
-
-
-def _number(text: str | None, what: str, fail: Callable[[str], NoReturn]) -> float:
-    if text is None:
-        fail(f"{what} is missing")
-    stripped = text.strip()
-    if not _NUMBER.fullmatch(stripped):
-        if stripped.lower().lstrip("+-") in _NOT_FINITE:
-            fail(f"{what} is not a finite number: {_quoted(text)}")
-        fail(f"{what} is not a number: {_quoted(text)}")
-    value = float(stripped.replace(",", "."))
-    if not math.isfinite(value):
-        fail(f"{what} is not a finite number: {_quoted(text)}")
-    return value
 
 
 class _Pending:
@@ -197,14 +96,16 @@ class _Pending:
 
     @property
     def where(self) -> str:
-        return f"annotation {self.number}" + (f" ({_quoted(self.name)})" if self.name else "")
+        return f"annotation {self.number}" + (
+            f" ({xml_input.quoted(self.name)})" if self.name else ""
+        )
 
 
 class AsapReader:
     name = "asap"
 
     def sniff(self, head: bytes) -> bool:
-        return _root_name(head) == ROOT
+        return xml_input.root_name(head) == ROOT
 
     def read(
         self,
@@ -213,27 +114,16 @@ class AsapReader:
         limits: ImportLimits,
         classes: dict[str, LabelStyle],
     ) -> Iterator[Parsed]:
-        stack: list[Element] = []
         current: _Pending | None = None
         annotations = 0
         groups = 0
         grouped: set[str] = set()
-        for event, element in _xml_events(
-            _BoundedReader(source, limits.max_bytes, filename), filename
+        for event, element, depth, parent in xml_input.elements(
+            source, filename, limits.max_bytes, root=ROOT, kind="ASAP", max_depth=_MAX_DEPTH
         ):
             tag = element.tag
             if event == "start":
-                parent = stack[-1].tag if stack else None
-                stack.append(element)
-                if parent is None:
-                    if tag != ROOT:
-                        raise InvalidInput(
-                            f"{filename}: the root element is <{tag}>, not <{ROOT}>: "
-                            "not an ASAP annotation file"
-                        )
-                elif len(stack) > _MAX_DEPTH:
-                    raise InvalidInput(f"{filename}: elements nested deeper than {_MAX_DEPTH}")
-                elif tag == "Annotation" and parent == "Annotations" and len(stack) == 3:
+                if tag == "Annotation" and parent == "Annotations" and depth == 3:
                     annotations += 1
                     current = _Pending(annotations, element.attrib)
                     if annotations > limits.max_annotations:
@@ -242,20 +132,15 @@ class AsapReader:
                             f"{limits.max_annotations} annotations in one file"
                         )
                     self._check_text(current, filename, limits)
-                elif tag == "Group" and parent == "AnnotationGroups" and len(stack) == 3:
+                elif tag == "Group" and parent == "AnnotationGroups" and depth == 3:
                     groups += 1
                     self._group(element.attrib, groups, filename, limits, classes, grouped)
-                continue
-            stack.pop()
-            if current is not None:
-                if tag == "Coordinate" and stack and stack[-1].tag == "Coordinates":
+            elif current is not None:
+                if tag == "Coordinate" and parent == "Coordinates":
                     self._coordinate(current, element.attrib, filename, limits)
-                elif tag == "Annotation" and len(stack) == 2:
+                elif tag == "Annotation" and depth == 3:
                     yield self._parsed(current, filename, classes)
                     current = None
-            # The element has been read: dropping it keeps the tree at one branch.
-            if stack:
-                stack[-1].remove(element)
 
     @staticmethod
     def _check_text(current: _Pending, filename: str, limits: ImportLimits) -> None:
@@ -275,7 +160,7 @@ class AsapReader:
         grouped: set[str],
     ) -> None:
         name = attributes.get("Name", "")
-        where = f"group {number}" + (f" ({_quoted(name)})" if name else "")
+        where = f"group {number}" + (f" ({xml_input.quoted(name)})" if name else "")
         if not name or name == NO_GROUP:
             return  # no annotation can name it as its group
         if len(name) > limits.max_text:
@@ -310,18 +195,18 @@ class AsapReader:
         if order_text is None:
             order = position - 1
         # Python refuses to convert integers of thousands of digits; no order needs them.
-        elif _INTEGER.fullmatch(order_text.strip()) and len(order_text.strip()) <= 18:
+        elif xml_input.INTEGER.fullmatch(order_text.strip()) and len(order_text.strip()) <= 18:
             order = int(order_text)
         else:
-            fail(f"Order is not a whole number: {_quoted(order_text)}")
+            fail(f"Order is not a whole number: {xml_input.quoted(order_text)}")
         if order in current.orders:
             fail(f"Order {order} is given twice")
         current.orders.add(order)
-        x = _plain_number(attributes.get("X"))
-        y = _plain_number(attributes.get("Y"))
+        x = xml_input.plain_number(attributes.get("X"), decimal_comma=True)
+        y = xml_input.plain_number(attributes.get("Y"), decimal_comma=True)
         if x is None or y is None:
-            x = _number(attributes.get("X"), "X", fail)
-            y = _number(attributes.get("Y"), "Y", fail)
+            x = xml_input.checked_number(attributes.get("X"), "X", fail, decimal_comma=True)
+            y = xml_input.checked_number(attributes.get("Y"), "Y", fail, decimal_comma=True)
         current.coordinates.append((order, x, y))
 
     @staticmethod
@@ -350,13 +235,8 @@ def _colour(text: str, filename: str, where: str) -> str | None:
     if not text:
         return None
     if not _COLOUR.fullmatch(text):
-        raise InvalidInput(f"{filename}: {where}: Color is not #rrggbb: {_quoted(text)}")
+        raise InvalidInput(f"{filename}: {where}: Color is not #rrggbb: {xml_input.quoted(text)}")
     return text.lower()
-
-
-def _open_ring(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The ring without a repeated closing vertex (ASAP writes rings open; some tools not)."""
-    return points[:-1] if len(points) > 1 and points[0] == points[-1] else points
 
 
 def _geometry(
@@ -372,18 +252,9 @@ def _geometry(
             fail("a PointSet without coordinates")
         return MultiPoint(points), "multipoint"
     if kind in ("Polygon", "Spline"):
-        ring = _open_ring(points)
-        if len(ring) < 3:
-            fail(f"a {kind} needs at least 3 vertices, this one has {len(ring)}")
-        return Polygon(ring), "polygon"
+        return xml_input.ring_polygon(xml_input.open_ring(points), fail, f"a {kind}"), "polygon"
     if kind == "Rectangle":
-        ring = _open_ring(points)
-        if len(ring) == 2:
-            (x0, y0), (x1, y1) = ring
-            return box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)), "rectangle"
-        if len(ring) < 3:
-            fail(f"a Rectangle needs its corners, this one has {len(ring)} coordinates")
-        return Polygon(ring), "rectangle"
+        return xml_input.corner_rectangle(points, fail, "a Rectangle", "coordinates"), "rectangle"
     if kind == "Measurement":
         if count < 2:
             fail(f"a Measurement needs 2 coordinates, this one has {count}")
@@ -391,17 +262,12 @@ def _geometry(
     if kind is None:
         fail("no Type")
     fail(
-        f"Type {_quoted(kind)} is not an ASAP annotation type Slidebank reads "
+        f"Type {xml_input.quoted(kind)} is not an ASAP annotation type Slidebank reads "
         "(Dot, PointSet, Polygon, Spline, Rectangle, Measurement)"
     )
 
 
 # --- writing -----------------------------------------------------------------------------
-
-
-def _text(value: str) -> str:
-    """An attribute value, quoted and escaped (and with characters XML cannot hold replaced)."""
-    return quoteattr(_NOT_XML.sub("\ufffd", value))
 
 
 def _coords(geometry: BaseGeometry) -> list[tuple[float, float]]:
@@ -495,8 +361,9 @@ class AsapWriter:
             style = context.classes.get(label)
             color = _colour_of(style.color) if style else None
             buffer.append(
-                f"\t\t<Group Name={_text(label)} PartOfGroup={_text(NO_GROUP)}"
-                + (f" Color={_text(color.upper())}" if color else "")
+                f"\t\t<Group Name={xml_input.attribute(label)}"
+                f" PartOfGroup={xml_input.attribute(NO_GROUP)}"
+                + (f" Color={xml_input.attribute(color.upper())}" if color else "")
                 + ">\n\t\t\t<Attributes />\n\t\t</Group>\n"
             )
         buffer.append("\t</AnnotationGroups>\n</ASAP_Annotations>\n")
@@ -515,9 +382,9 @@ class AsapWriter:
             lines.append(f"\t\t<!-- slidebank: {note.replace('--', '- -')} -->\n")
         for kind, coordinates in parts:
             lines.append(
-                f"\t\t<Annotation Name={_text(name)} Type={_text(kind)}"
-                f" PartOfGroup={_text(group)}"
-                + (f" Color={_text(color.upper())}" if color else "")
+                f"\t\t<Annotation Name={xml_input.attribute(name)} Type={xml_input.attribute(kind)}"
+                f" PartOfGroup={xml_input.attribute(group)}"
+                + (f" Color={xml_input.attribute(color.upper())}" if color else "")
                 + ">\n\t\t\t<Coordinates>\n"
             )
             lines.extend(

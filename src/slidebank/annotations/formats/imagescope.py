@@ -98,23 +98,16 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import IO, TYPE_CHECKING, BinaryIO, NoReturn
-from xml.sax.saxutils import quoteattr
+from typing import IO, BinaryIO, NoReturn
 
 import numpy as np
 import shapely
-from defusedxml import (
-    DefusedXmlException,
-    DTDForbidden,
-    EntitiesForbidden,
-    ExternalReferenceForbidden,
-)
-from defusedxml.ElementTree import ParseError, iterparse
 from shapely.errors import GEOSException
-from shapely.geometry import LineString, MultiPolygon, Point, Polygon, box
+from shapely.geometry import LineString, MultiPolygon, Point, Polygon
 from shapely.geometry.base import BaseGeometry
 from shapely.strtree import STRtree
 
+from slidebank.annotations.formats import xml_input
 from slidebank.annotations.formats.base import (
     ExportContext,
     ImportLimits,
@@ -125,9 +118,6 @@ from slidebank.annotations.formats.base import (
 from slidebank.annotations.model import Annotation, Shape
 from slidebank.errors import InvalidInput
 
-if TYPE_CHECKING:
-    from xml.etree.ElementTree import Element
-
 ROOT = "Annotations"
 ELLIPSE_VERTICES = 64
 DEFAULT_LINE_COLOR = 65280
@@ -137,100 +127,14 @@ DEFAULT_ATTRIBUTE = "Description"
 _AREAS = frozenset({"polygon", "rectangle", "ellipse"})
 _MAX_DEPTH = 32
 """ImageScope nests six or seven deep; a deeper file is not ImageScope's."""
-_READ_CHUNK = 64 * 1024
 _WRITE_CHUNK = 256 * 1024
 _SPOOL_MEMORY = 8 * 1024 * 1024
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-_INTEGER = re.compile(r"[+-]?\d+")
 _COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
-_NOT_FINITE = {"nan", "inf", "infinity"}
-# XML 1.0 cannot carry these characters at all, escaped or not (nor can UTF-8 carry lone
-# surrogates); a name holding one is written with U+FFFD in its place.
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 _RECORD = struct.Struct("<II")
 
 
-class _BoundedReader:
-    """The source as expat reads it, refusing to go past ``limit`` bytes."""
-
-    def __init__(self, source: BinaryIO, limit: int, filename: str) -> None:
-        self._source = source
-        self._limit = limit
-        self._filename = filename
-        self._count = 0
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            size = _READ_CHUNK
-        # One byte past the limit is enough to know it is exceeded.
-        data = self._source.read(max(0, min(size, self._limit - self._count + 1)))
-        self._count += len(data)
-        if self._count > self._limit:
-            raise InvalidInput(f"{self._filename}: larger than the limit of {self._limit} bytes")
-        return data
-
-
-def _xml_events(source: _BoundedReader, filename: str) -> Iterator[tuple[str, Element]]:
-    """Start and end events of a well-formed, DTD-free document; parse failures named."""
-    try:
-        yield from iterparse(source, events=("start", "end"), forbid_dtd=True)
-    except ParseError as error:
-        raise InvalidInput(f"{filename}: not well-formed XML: {error}") from error
-    except DTDForbidden as error:
-        raise InvalidInput(
-            f"{filename}: XML document type declarations are refused (they carry entity "
-            "expansion and external references)"
-        ) from error
-    except EntitiesForbidden as error:
-        raise InvalidInput(f"{filename}: XML entity declarations are refused") from error
-    except ExternalReferenceForbidden as error:
-        raise InvalidInput(f"{filename}: external XML references are refused") from error
-    except DefusedXmlException as error:
-        raise InvalidInput(f"{filename}: refused XML construct: {error}") from error
-
-
-def _quoted(text: str, limit: int = 60) -> str:
-    """``text`` for a message: quoted, and cut short when long."""
-    return "'" + (text if len(text) <= limit else text[: limit - 1] + "…") + "'"
-
-
-_ROOT_ELEMENT = re.compile(
-    rb"(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*\?>\s*)?"
-    rb"(?:(?:<!--.*?-->|<\?.*?\?>)\s*)*"
-    rb"(?:<!DOCTYPE[^>\[]*(?:\[.*?\])?\s*>\s*(?:(?:<!--.*?-->|<\?.*?\?>)\s*)*)?"
-    rb"<([A-Za-z_][\w.:-]*)",
-    re.DOTALL,
-)
 # HALO writes an <Annotations> root too, but with <V> vertices and named region types.
 _HALO = re.compile(rb"<V\s|<Region\b[^>]*\sType=\"[A-Za-z]")
-
-
-def _utf8(head: bytes) -> bytes:
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return head.decode("utf-16", errors="ignore").encode("utf-8")
-    return head
-
-
-def _plain_number(text: str | None) -> float | None:
-    """``text`` as a finite number, or None to let :func:`_number` say what is wrong."""
-    if text is None or not _NUMBER.fullmatch(text := text.strip()):
-        return None
-    value = float(text)
-    return value if math.isfinite(value) else None
-
-
-def _number(text: str | None, what: str, fail: Callable[[str], NoReturn]) -> float:
-    if text is None:
-        fail(f"{what} is missing")
-    stripped = text.strip()
-    if not _NUMBER.fullmatch(stripped):
-        if stripped.lower().lstrip("+-") in _NOT_FINITE:
-            fail(f"{what} is not a finite number: {_quoted(text)}")
-        fail(f"{what} is not a number: {_quoted(text)}")
-    value = float(stripped)
-    if not math.isfinite(value):
-        fail(f"{what} is not a finite number: {_quoted(text)}")
-    return value
 
 
 def _line_colour(text: str | None, fail: Callable[[str], NoReturn]) -> str | None:
@@ -238,11 +142,11 @@ def _line_colour(text: str | None, fail: Callable[[str], NoReturn]) -> str | Non
     if text is None or not text.strip():
         return None
     # Python refuses to convert integers of thousands of digits; no colour needs more than 11.
-    if not _INTEGER.fullmatch(text.strip()) or len(text.strip()) > 11:
-        fail(f"LineColor is not a whole number: {_quoted(text)}")
+    if not xml_input.INTEGER.fullmatch(text.strip()) or len(text.strip()) > 11:
+        fail(f"LineColor is not a whole number: {xml_input.quoted(text)}")
     value = int(text)
     if not -(2**31) <= value < 2**32:
-        fail(f"LineColor is out of range: {_quoted(text)}")
+        fail(f"LineColor is out of range: {xml_input.quoted(text)}")
     return colour_hex(value & 0xFF, (value >> 8) & 0xFF, (value >> 16) & 0xFF)
 
 
@@ -301,7 +205,7 @@ class _Layer:
 
     @property
     def where(self) -> str:
-        return f"layer {self.number}" + (f" ({_quoted(self.name)})" if self.name else "")
+        return f"layer {self.number}" + (f" ({xml_input.quoted(self.name)})" if self.name else "")
 
     @property
     def label(self) -> str | None:
@@ -321,9 +225,7 @@ class ImageScopeReader:
     name = "imagescope"
 
     def sniff(self, head: bytes) -> bool:
-        head = _utf8(head)
-        match = _ROOT_ELEMENT.match(head)
-        return bool(match and match.group(1) == ROOT.encode() and not _HALO.search(head))
+        return xml_input.root_name(head) == ROOT and not _HALO.search(xml_input.utf8_head(head))
 
     def read(
         self,
@@ -332,36 +234,31 @@ class ImageScopeReader:
         limits: ImportLimits,
         classes: dict[str, LabelStyle],
     ) -> Iterator[Parsed]:
-        stack: list[Element] = []
         layer: _Layer | None = None
         region: _Region | None = None
         layers = 0
         regions = 0
         labelled: set[str] = set()
-        bounded = _BoundedReader(source, limits.max_bytes, filename)
         try:
-            for event, element in _xml_events(bounded, filename):
+            for event, element, depth, parent in xml_input.elements(
+                source,
+                filename,
+                limits.max_bytes,
+                root=ROOT,
+                kind="ImageScope",
+                max_depth=_MAX_DEPTH,
+            ):
                 tag = element.tag
                 if event == "start":
-                    parent = stack[-1].tag if stack else None
-                    stack.append(element)
-                    if len(stack) == 1:
-                        if tag != ROOT:
-                            raise InvalidInput(
-                                f"{filename}: the root element is <{tag}>, not <{ROOT}>: "
-                                "not an ImageScope annotation file"
-                            )
-                    elif len(stack) > _MAX_DEPTH:
-                        raise InvalidInput(f"{filename}: elements nested deeper than {_MAX_DEPTH}")
-                    elif tag == "Annotation" and len(stack) == 2:
+                    if tag == "Annotation" and depth == 2:
                         layers += 1
                         layer = self._layer(layers, element.attrib, filename, limits)
                     elif layer is None:
                         pass
                     # While a layer is open, an element four deep is a grandchild of it.
-                    elif tag == "Attribute" and len(stack) == 4 and parent == "Attributes":
+                    elif tag == "Attribute" and depth == 4 and parent == "Attributes":
                         self._attribute(layer, element.attrib, filename, limits)
-                    elif tag == "Region" and len(stack) == 4 and parent == "Regions":
+                    elif tag == "Region" and depth == 4 and parent == "Regions":
                         regions += 1
                         layer.regions += 1
                         region = self._region(layer, element.attrib, filename, limits)
@@ -370,21 +267,16 @@ class ImageScopeReader:
                                 f"{filename}: {region.where}: more than "
                                 f"{limits.max_annotations} regions in one file"
                             )
-                    continue
-                stack.pop()
-                if region is not None and tag == "Vertex" and stack[-1].tag == "Vertices":
+                elif region is not None and tag == "Vertex" and parent == "Vertices":
                     self._vertex(region, element.attrib, filename, limits)
-                elif region is not None and tag == "Region" and len(stack) == 3:
+                elif region is not None and tag == "Region" and depth == 4:
                     assert layer is not None
                     self._keep(layer, region, filename)
                     region = None
-                elif layer is not None and tag == "Annotation" and len(stack) == 1:
+                elif layer is not None and tag == "Annotation" and depth == 2:
                     yield from self._finish(layer, filename, classes, labelled)
                     layer.buffer.close()
                     layer = None
-                # The element has been read: dropping it keeps the tree at one branch.
-                if stack:
-                    stack[-1].remove(element)
         finally:
             if layer is not None:
                 layer.buffer.close()
@@ -395,7 +287,7 @@ class ImageScopeReader:
     ) -> _Layer:
         name = attributes.get("Name", "")
         name = name if name.strip() else ""
-        where = f"layer {number}" + (f" ({_quoted(name)})" if name else "")
+        where = f"layer {number}" + (f" ({xml_input.quoted(name)})" if name else "")
 
         def fail(problem: str) -> NoReturn:
             raise InvalidInput(f"{filename}: {where}: {problem}")
@@ -426,9 +318,9 @@ class ImageScopeReader:
         identifier = attributes.get("Id", "")
         where = f"{layer.where}, region {layer.regions}"
         if identifier:
-            where += f" (Id {_quoted(identifier, 20)[1:-1]})"
+            where += f" (Id {xml_input.quoted(identifier, 20)[1:-1]})"
         if text:
-            where += f" ({_quoted(text)})"
+            where += f" ({xml_input.quoted(text)})"
 
         def fail(problem: str) -> NoReturn:
             raise InvalidInput(f"{filename}: {where}: {problem}")
@@ -438,12 +330,12 @@ class ImageScopeReader:
         kind = attributes.get("Type", "0").strip() or "0"
         if kind not in ("0", "1", "2", "3", "4"):
             fail(
-                f"region Type {_quoted(kind)} is not one Slidebank reads (0 freehand, "
+                f"region Type {xml_input.quoted(kind)} is not one Slidebank reads (0 freehand, "
                 "1 rectangle, 2 ellipse, 3 arrow, 4 ruler)"
             )
         negative = attributes.get("NegativeROA", "0").strip()
         if negative not in ("", "0", "1"):
-            fail(f"NegativeROA is not 0 or 1: {_quoted(negative)}")
+            fail(f"NegativeROA is not 0 or 1: {xml_input.quoted(negative)}")
         return _Region(where, kind, text, negative == "1")
 
     @staticmethod
@@ -455,15 +347,15 @@ class ImageScopeReader:
             raise InvalidInput(
                 f"{filename}: {region.where}: more than {limits.max_vertices} vertices"
             )
-        x = _plain_number(attributes.get("X"))
-        y = _plain_number(attributes.get("Y"))
+        x = xml_input.plain_number(attributes.get("X"))
+        y = xml_input.plain_number(attributes.get("Y"))
         if x is None or y is None:
 
             def fail(problem: str) -> NoReturn:
                 raise InvalidInput(f"{filename}: {region.where}: vertex {position}: {problem}")
 
-            x = _number(attributes.get("X"), "X", fail)
-            y = _number(attributes.get("Y"), "Y", fail)
+            x = xml_input.checked_number(attributes.get("X"), "X", fail)
+            y = xml_input.checked_number(attributes.get("Y"), "Y", fail)
         region.vertices.append((x, y))
 
     @staticmethod
@@ -512,20 +404,12 @@ def _geometry(
 ) -> tuple[BaseGeometry, Shape]:
     count = len(vertices)
     if kind == "0":
-        ring = vertices[:-1] if count > 1 and vertices[0] == vertices[-1] else vertices
+        ring = xml_input.open_ring(vertices)
         if len(ring) == 1:
             return Point(ring[0]), "point"
-        if len(ring) < 3:
-            fail(f"a freehand region needs at least 3 vertices, this one has {len(ring)}")
-        return Polygon(ring), "polygon"
+        return xml_input.ring_polygon(ring, fail, "a freehand region"), "polygon"
     if kind == "1":
-        ring = vertices[:-1] if count > 1 and vertices[0] == vertices[-1] else vertices
-        if len(ring) == 2:
-            (x0, y0), (x1, y1) = ring
-            return box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)), "rectangle"
-        if len(ring) < 3:
-            fail(f"a rectangle needs its corners, this one has {len(ring)} vertices")
-        return Polygon(ring), "rectangle"
+        return xml_input.corner_rectangle(vertices, fail, "a rectangle", "vertices"), "rectangle"
     if kind == "2":
         if count < 2:
             fail(f"an ellipse needs the 2 corners of its box, this one has {count} vertices")
@@ -581,11 +465,6 @@ def _exclude(
 
 
 # --- writing -----------------------------------------------------------------------------
-
-
-def _text(value: str) -> str:
-    """An attribute value, quoted and escaped (and with characters XML cannot hold replaced)."""
-    return quoteattr(_NOT_XML.sub("\ufffd", value))
 
 
 def _coords(geometry: BaseGeometry) -> list[tuple[float, float]]:
@@ -714,7 +593,7 @@ class ImageScopeWriter:
         context: ExportContext,
     ) -> None:
         name = annotation.properties.get("name")
-        text = _text(name if isinstance(name, str) else "")
+        text = xml_input.attribute(name if isinstance(name, str) else "")
         mpp = context.mpp or 0.0
         lines: list[str] = []
         if note is not None:
@@ -743,8 +622,8 @@ class ImageScopeWriter:
         color = _colorref(style.color if style else None)
         out.write(
             (
-                f'\t<Annotation Id="{number}" Name={_text(spool.label or "")} ReadOnly="0"'
-                ' NameReadOnly="0" LineColorReadOnly="0" Incremental="0" Type="4"'
+                f'\t<Annotation Id="{number}" Name={xml_input.attribute(spool.label or "")}'
+                ' ReadOnly="0" NameReadOnly="0" LineColorReadOnly="0" Incremental="0" Type="4"'
                 f' LineColor="{color}" Visible="1" Selected="0" MarkupImagePath=""'
                 ' MacroName="">\n'
                 "\t\t<Attributes>\n"
