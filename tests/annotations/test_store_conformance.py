@@ -278,3 +278,60 @@ def test_every_change_is_a_revision_with_history_diff_and_revert(
     with pytest.raises(NotFound, match="no revision 9"):
         store.revert(first, 9, Change(None, "ann", "revert"))
     assert store.history(second) == []
+
+
+def _brute_density(
+    items: list[Annotation], viewport: Viewport, cell: float
+) -> dict[tuple[int, int], int]:
+    expected: dict[tuple[int, int], int] = {}
+    for item in items:
+        min_x, min_y, max_x, max_y = item.geometry.bounds
+        x, y = (min_x + max_x) / 2, (min_y + max_y) / 2
+        if viewport.x0 <= x < viewport.x1 and viewport.y0 <= y < viewport.y1:
+            key = (int((x - viewport.x0) // cell), int((y - viewport.y0) // cell))
+            expected[key] = expected.get(key, 0) + 1
+    return expected
+
+
+def test_density_on_the_kept_cell_grid_follows_every_change(
+    store_and_sets: tuple[AnnotationStore, int, int],
+) -> None:
+    """Windows and cells on the 256-px grid are answered from counts the SQL store keeps as
+    annotations change: they must stay exact through imports, edits and reverts."""
+    store, first, second = store_and_sets
+    rng = random.Random(11)
+    items = [
+        Annotation(Point(rng.uniform(0, 4000), rng.uniform(0, 4000)).buffer(6), "polygon", "c")
+        for _ in range(600)
+    ]
+    items += [Annotation(Point(255.9, 256.0), "point", "edge"), Annotation(Point(0, 0), "point")]
+    store.insert(first, items, IMPORT)
+    store.insert(second, items[:50], IMPORT)
+    windows = [
+        (Viewport(0, 0, 4096, 4096), 256.0),
+        (Viewport(512, 256, 2048, 3072), 512.0),
+        (Viewport(0, 0, 8192, 8192), 2048.0),
+        (Viewport(1024, 1024, 1280, 1280), 256.0),
+    ]
+
+    def check() -> None:
+        current = list(store.stream(first))
+        for viewport, cell in windows:
+            assert store.density([first], viewport, cell) == _brute_density(
+                current, viewport, cell
+            )
+
+    check()
+    store.edit(
+        first,
+        Change(None, "ann", "edit"),
+        add=[Annotation(box(3000, 3000, 3100, 3100), "rectangle", "c")],
+        replace={3: Annotation(Point(100, 100), "point", "c")},
+        remove=[0, 1, 2, 600],
+    )
+    check()
+    store.revert(first, 1, Change(None, "ann", "revert"))
+    check()
+    store.revert(first, 0, Change(None, "ann", "revert"))
+    assert store.density([first], Viewport(0, 0, 4096, 4096), 256.0) == {}
+    assert sum(store.density([second], Viewport(0, 0, 4096, 4096), 4096.0).values()) == 50

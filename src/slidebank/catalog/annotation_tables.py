@@ -96,6 +96,25 @@ class AnnotationRevision(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
+DENSITY_CELL = 256
+"""Side (level-0 px) of the cells whose counts are kept as annotations change."""
+
+
+class AnnotationCell(Base):
+    """How many current annotations of a set have their bounding box's centre in one
+    ``DENSITY_CELL`` square: kept up to date by every write, so that zoomed-out views of a
+    million cells add up a few thousand counts instead of reading a million rows."""
+
+    __tablename__ = "annotation_cells"
+
+    set_id: Mapped[int] = mapped_column(
+        ForeignKey("annotation_sets.id", ondelete="CASCADE"), primary_key=True
+    )
+    cx: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    cy: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    n: Mapped[int] = mapped_column(Integer)
+
+
 class LabelClass(Base):
     """A class of a dataset's label schema: hierarchical, coloured, optionally coded."""
 

@@ -599,8 +599,8 @@
       const query = new URLSearchParams({
         x0: String(tx * side),
         y0: String(ty * side),
-        x1: String(Math.min(WIDTH, (tx + 1) * side)),
-        y1: String(Math.min(HEIGHT, (ty + 1) * side)),
+        x1: String((tx + 1) * side), // on the grid of kept counts (not cut at the edge)
+        y1: String((ty + 1) * side),
         cell: String(cell),
         sets: String(set.id),
       });
