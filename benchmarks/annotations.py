@@ -363,7 +363,7 @@ def main() -> None:
             "import_rss_vs_baseline": sqlite["import_peak_rss_mb"] / rss,
         }
     RESULTS.mkdir(exist_ok=True)
-    target = RESULTS / "annotations.json"
+    target = RESULTS / "annotations-latest.json"
     target.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
