@@ -317,9 +317,7 @@ def test_density_on_the_kept_cell_grid_follows_every_change(
     def check() -> None:
         current = list(store.stream(first))
         for viewport, cell in windows:
-            assert store.density([first], viewport, cell) == _brute_density(
-                current, viewport, cell
-            )
+            assert store.density([first], viewport, cell) == _brute_density(current, viewport, cell)
 
     check()
     store.edit(
