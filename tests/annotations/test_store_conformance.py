@@ -305,6 +305,7 @@ def test_density_on_the_kept_cell_grid_follows_every_change(
         for _ in range(600)
     ]
     items += [Annotation(Point(255.9, 256.0), "point", "edge"), Annotation(Point(0, 0), "point")]
+    items.append(Annotation(Point(-10, 5), "point", "off the grid"))  # number 602
     store.insert(first, items, IMPORT)
     store.insert(second, items[:50], IMPORT)
     windows = [
@@ -325,7 +326,7 @@ def test_density_on_the_kept_cell_grid_follows_every_change(
         Change(None, "ann", "edit"),
         add=[Annotation(box(3000, 3000, 3100, 3100), "rectangle", "c")],
         replace={3: Annotation(Point(100, 100), "point", "c")},
-        remove=[0, 1, 2, 600],
+        remove=[0, 1, 2, 600, 602],
     )
     check()
     store.revert(first, 1, Change(None, "ann", "revert"))

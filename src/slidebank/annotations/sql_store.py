@@ -111,11 +111,13 @@ class SqlAnnotationStore:
 
     def _leave_cells(self, session: Session, where: str, params: dict[str, Any]) -> None:
         """Takes the rows matching ``where`` (about to be removed) out of the cell counts."""
+        value = f"((a.min_{{0}} + a.max_{{0}}) / 2.0 / {DENSITY_CELL})"
+        # floor(): SQLite's CAST truncates toward zero, so step down for negative fractions.
         cell = (
-            "CAST(((a.min_{0} + a.max_{0}) / 2) / %d AS INTEGER)"
+            f"(CAST({value} AS INTEGER) - ({value} < CAST({value} AS INTEGER)))"
             if self._sqlite
-            else "CAST(floor(((a.min_{0} + a.max_{0}) / 2) / %d) AS INTEGER)"
-        ) % DENSITY_CELL
+            else f"CAST(floor({value}) AS INTEGER)"
+        )
         statement = text(
             "INSERT INTO annotation_cells (set_id, cx, cy, n) "  # noqa: S608 - fixed fragments
             f"SELECT a.set_id, {cell.format('x')} AS cx, {cell.format('y')} AS cy, -count(*) "

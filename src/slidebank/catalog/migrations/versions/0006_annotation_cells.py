@@ -26,10 +26,12 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["set_id"], ["annotation_sets.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("set_id", "cx", "cy"),
     )
-    # Annotations stored before: counted once here (centres are inside the slide, >= 0).
-    cell = "CAST(((min_{0} + max_{0}) / 2) / 256 AS INTEGER)"
+    # Annotations stored before: counted once here.
+    value = "((min_{0} + max_{0}) / 2.0 / 256)"
+    # floor(): SQLite's CAST truncates toward zero, so step down for negative fractions.
+    cell = f"(CAST({value} AS INTEGER) - ({value} < CAST({value} AS INTEGER)))"
     if op.get_bind().dialect.name != "sqlite":
-        cell = "CAST(floor(((min_{0} + max_{0}) / 2) / 256) AS INTEGER)"
+        cell = f"CAST(floor({value}) AS INTEGER)"
     op.execute(
         "INSERT INTO annotation_cells (set_id, cx, cy, n) "  # noqa: S608 - fixed fragments
         f"SELECT set_id, {cell.format('x')}, {cell.format('y')}, count(*) FROM annotations "
