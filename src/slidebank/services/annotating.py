@@ -416,6 +416,14 @@ def _level0_instance(repository: Repository, session: Session, image: Image) -> 
     return repository.store.content_dir(image.storage_key) / row.file_name
 
 
+def _slide_sets(
+    repository: Repository, principal: Principal, slide_id: str, set_ids: Sequence[int] | None
+) -> list[int]:
+    with repository.catalogue.reading() as session:
+        image = queries.image_by_public_id(session, slide_id)
+        return _readable_sets(session, principal, image, set_ids)
+
+
 def _readable_sets(
     session: Session, principal: Principal, image: Image, set_ids: Sequence[int] | None
 ) -> list[int]:
@@ -447,9 +455,7 @@ def viewport_geojson(
     level-0 pixels (the viewer passes about one screen pixel): what the viewer asks for at
     every pan, so geometry is written by GEOS for the whole window at once."""
     limit = min(limit, MAX_VIEWPORT_ANNOTATIONS)
-    with repository.catalogue.reading() as session:
-        image = queries.image_by_public_id(session, slide_id)
-        sets = _readable_sets(session, principal, image, set_ids)
+    sets = _slide_sets(repository, principal, slide_id, set_ids)
     found = _store(repository).query(
         sets, window, labels=labels, min_area=min_area, limit=limit + 1
     )
@@ -498,9 +504,7 @@ def density(
     *,
     set_ids: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    with repository.catalogue.reading() as session:
-        image = queries.image_by_public_id(session, slide_id)
-        sets = _readable_sets(session, principal, image, set_ids)
+    sets = _slide_sets(repository, principal, slide_id, set_ids)
     counts = _store(repository).density(sets, window, cell)
     return {
         "x0": window.x0,
@@ -518,9 +522,7 @@ def count_by_label(
     *,
     set_ids: Sequence[int] | None = None,
 ) -> dict[str, int]:
-    with repository.catalogue.reading() as session:
-        image = queries.image_by_public_id(session, slide_id)
-        sets = _readable_sets(session, principal, image, set_ids)
+    sets = _slide_sets(repository, principal, slide_id, set_ids)
     counts = _store(repository).count_by_label(sets, window)
     return {("" if label is None else label): n for label, n in counts.items()}
 
