@@ -10,7 +10,8 @@ schema; the million cells are added to it by the ``million`` fixture, for the te
 them.
 
 Screenshots are kept as artifacts in ``test-artifacts/web/`` (git-ignored):
-``annotations-drawn.png``, ``annotations-reloaded.png``, ``annotations-million-fit.png``,
+``annotations-drawn.png``, ``annotations-reloaded.png``, ``annotations-reshaped.png``,
+``annotations-million-fit.png``,
 ``annotations-million-1to1.png``; the million-cell figures (setup time, frame times) in
 ``annotations-million.json``.
 """
@@ -94,6 +95,15 @@ LAYER_COVERAGE = """() => {
 TURNED = """() => {
   const viewport = window.slidebankViewer.viewport;
   return Math.abs(viewport.getRotation(true) - viewport.getRotation(false)) < 1e-6;
+}"""
+VIEW = """() => {
+  const viewport = window.slidebankViewer.viewport;
+  return [viewport.getCenter().toString(), viewport.getZoom()];
+}"""
+TO_VIEWER = """([x, y]) => {
+  const point = window.slidebankViewer.viewport.imageToViewerElementCoordinates(
+    new OpenSeadragon.Point(x, y));
+  return [point.x, point.y];
 }"""
 TO_IMAGE = """([x, y]) => {
   const point = window.slidebankViewer.viewport.viewerElementToImageCoordinates(
@@ -434,6 +444,191 @@ def test_an_annotator_draws_saves_reloads_and_edits(browser: BrowserContext, sit
     assert "status of 400" in problems.console_errors[0]
     problems.error_responses.clear()
     problems.console_errors.clear()
+
+    aborted_reads(problems)
+    problems.assert_none()
+
+
+def to_page(page: Page, at: tuple[float, float]) -> tuple[float, float]:
+    """The page position of an image position (level-0 px)."""
+    box = page.locator("#viewer").bounding_box()
+    assert box is not None
+    x, y = page.evaluate(TO_VIEWER, list(at))
+    return box["x"] + float(x), box["y"] + float(y)
+
+
+def handles(page: Page) -> list[list[float]] | None:
+    found: list[list[float]] | None = page.evaluate("() => window.slidebankAnnotations.handles()")
+    return found
+
+
+def drag(page: Page, start: tuple[float, float], by: tuple[float, float]) -> None:
+    """Drags with the mouse from ``start`` by ``by`` CSS px, asserting the slide did not pan."""
+    centre = "() => window.slidebankViewer.viewport.getCenter().toString()"
+    before = page.evaluate(centre)
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move(start[0] + by[0], start[1] + by[1], steps=10)
+    page.mouse.up()
+    assert page.evaluate(centre) == before, "dragging a handle panned the slide"
+
+
+def is_rectangle(ring: list[list[float]]) -> bool:
+    """Four distinct corners, closed, with every edge along an axis."""
+    corners = ring[:-1]
+    return (
+        len(ring) == 5
+        and ring[0] == ring[-1]
+        and len({tuple(c) for c in corners}) == 4
+        and all(
+            p[0] == q[0] or p[1] == q[1]
+            for p, q in zip(corners, corners[1:] + corners[:1], strict=True)
+        )
+    )
+
+
+def test_an_annotator_reshapes_saved_annotations(browser: BrowserContext, site: Site) -> None:
+    """Handles at the vertices of a selected annotation of one's own set: dragging one moves
+    that vertex (a rectangle's corner keeps it a rectangle) without panning the slide; the
+    change is saved as one "edit" revision; a double-click on an edge adds a vertex, Alt-click
+    and Delete remove one, Discard restores the shape."""
+    page, problems = watched_page(browser)
+    sign_in(page, site.url, ANNOTATOR)
+    page.goto(f"{site.url}/slides/{site.demo_id}")
+    settled(page)
+
+    # A polygon and a rectangle of class Lymphocyte, right of what the first test drew.
+    page.locator("#ann-class").select_option("Lymphocyte")
+    page.locator('button[data-tool="polygon"]').click()
+    corners = [viewer_point(page, dx, dy) for dx, dy in ((130, -60), (300, -40), (280, 100))]
+    for corner in corners:
+        page.mouse.click(*corner)
+    page.mouse.dblclick(*viewer_point(page, 140, 90))
+    page.locator('button[data-tool="rectangle"]').click()
+    page.mouse.move(*viewer_point(page, 130, 150))
+    page.mouse.down()
+    page.mouse.move(*viewer_point(page, 250, 230), steps=8)
+    page.mouse.up()
+    page.keyboard.press("Escape")
+    with page.expect_response(lambda r: r.url.endswith("/edits")) as saved:
+        page.get_by_role("button", name="Save").click()
+    assert saved.value.status == 200, saved.value.text()
+    wait_idle(page)
+
+    listed = page.request.get(f"{site.url}/api/slides/{site.demo_id}/annotation-sets").json()
+    (own,) = [s for s in listed if s["name"] == ANNOTATOR[0]]
+
+    def mine() -> dict[str, dict[str, Any]]:
+        found = {
+            f["properties"]["shape"]: f
+            for f in features_of(page, site, own["id"])
+            if f["properties"]["label"] == "Lymphocyte"
+        }
+        assert set(found) == {"polygon", "rectangle"}, found
+        return found
+
+    before = mine()
+    polygon_ring = before["polygon"]["geometry"]["coordinates"][0]
+    rectangle_ring = before["rectangle"]["geometry"]["coordinates"][0]
+    assert len(polygon_ring) == 5 and is_rectangle(rectangle_ring)
+    history = f"{site.url}/api/annotation-sets/{own['id']}/revisions"
+    revisions_before = page.request.get(history).json()
+
+    # Select the polygon: a handle at each vertex. Drag the second vertex by (45, 30) px.
+    page.mouse.click(*to_page(page, centroid(polygon_ring[:4])))
+    number = before["polygon"]["id"]
+    expect(page.locator(".ann-selected")).to_contain_text(f"polygon #{number}")
+    page.wait_for_function("() => window.slidebankAnnotations.handles() !== null")
+    assert np.allclose(handles(page) or [], polygon_ring[:4])
+    moved = 1
+    grab = to_page(page, tuple(polygon_ring[moved]))
+    target = to_image(page, (grab[0] + 45, grab[1] + 30))
+    expected_shift = np.subtract(target, to_image(page, grab))
+    drag(page, grab, (45, 30))
+    expect(page.locator(".ann-pending")).to_have_text("1 unsaved change")
+    screenshot(page, "annotations-reshaped")
+
+    # The rectangle: drag the corner with the largest x and y by (30, 25) px.
+    page.mouse.click(*to_page(page, centroid(rectangle_ring[:4])))
+    expect(page.locator(".ann-selected")).to_contain_text(f"rectangle #{before['rectangle']['id']}")
+    page.wait_for_function("() => window.slidebankAnnotations.handles() !== null")
+    dragged = max(range(4), key=lambda i: rectangle_ring[i][0] + rectangle_ring[i][1])
+    grab = to_page(page, tuple(rectangle_ring[dragged]))
+    corner_target = to_image(page, (grab[0] + 30, grab[1] + 25))
+    corner_shift = np.subtract(corner_target, to_image(page, grab))
+    drag(page, grab, (30, 25))
+    expect(page.locator(".ann-pending")).to_have_text("2 unsaved changes")
+
+    edits: list[str] = []
+    page.on("request", lambda r: edits.append(r.url) if r.url.endswith("/edits") else None)
+    with page.expect_response(lambda r: r.url.endswith("/edits")) as saved:
+        page.get_by_role("button", name="Save").click()
+    assert saved.value.status == 200, saved.value.text()
+    wait_idle(page)
+    assert len(edits) == 1, edits
+    expect(page.locator(".ann-pending")).to_have_text("No unsaved changes")
+
+    page.reload()
+    settled(page)
+    after = mine()
+    assert after["polygon"]["id"] == number
+    assert after["polygon"]["properties"] == before["polygon"]["properties"]
+    new_ring = after["polygon"]["geometry"]["coordinates"][0]
+    assert len(new_ring) == 5 and new_ring[0] == new_ring[-1]
+    for i in range(4):
+        shift = np.subtract(new_ring[i], polygon_ring[i])
+        if i == moved:
+            assert np.allclose(shift, expected_shift, atol=2.0), (shift, expected_shift)
+        else:
+            assert np.allclose(shift, 0, atol=1e-6), f"vertex {i} moved by {shift}"
+    new_box = after["rectangle"]["geometry"]["coordinates"][0]
+    assert is_rectangle(new_box), new_box
+    assert after["rectangle"]["properties"] == before["rectangle"]["properties"]
+    xs = sorted({p[0] for p in rectangle_ring})
+    ys = sorted({p[1] for p in rectangle_ring})
+    new_xs = sorted({p[0] for p in new_box})
+    new_ys = sorted({p[1] for p in new_box})
+    assert np.allclose([new_xs[0], new_ys[0]], [xs[0], ys[0]], atol=1e-6), "the far corner moved"
+    assert np.allclose([new_xs[1] - xs[1], new_ys[1] - ys[1]], corner_shift, atol=2.0), (
+        f"{new_box} from {rectangle_ring}, expected {corner_shift}"
+    )
+    revisions = page.request.get(history).json()
+    assert len(revisions) == len(revisions_before) + 1
+    assert revisions[-1]["action"] == "edit"
+    # The layer draws the polygon's new shape.
+    inside_new = centroid([tuple(p) for p in new_ring[:4]])
+    assert_colour(layer_pixel(page, *inside_new), "Lymphocyte", (40, 90))
+
+    # A double-click on an edge adds a vertex; Alt-click on a handle removes it; a vertex
+    # chosen by a click on its handle goes with Delete, but never below three; Discard
+    # restores the stored shape.
+    page.mouse.click(*to_page(page, inside_new))
+    page.wait_for_function("() => window.slidebankAnnotations.handles() !== null")
+    midpoint = ((new_ring[2][0] + new_ring[3][0]) / 2, (new_ring[2][1] + new_ring[3][1]) / 2)
+    view_before = page.evaluate(VIEW)
+    page.mouse.dblclick(*to_page(page, midpoint))
+    settle(page)
+    assert page.evaluate(VIEW) == view_before, "the double-click zoomed or panned"
+    added = handles(page) or []
+    assert len(added) == 5 and np.allclose(added[3], midpoint, atol=2.0), added
+    page.keyboard.down("Alt")
+    page.mouse.click(*to_page(page, (added[3][0], added[3][1])))
+    page.keyboard.up("Alt")
+    assert np.allclose(handles(page) or [], new_ring[:4])
+    page.mouse.click(*to_page(page, tuple(new_ring[0])))
+    page.keyboard.press("Delete")
+    assert len(handles(page) or []) == 3
+    page.mouse.click(*to_page(page, tuple(new_ring[1])))
+    page.keyboard.press("Delete")
+    assert len(handles(page) or []) == 3
+    expect(page.locator(".ann-error")).to_contain_text("at least three vertices")
+    page.locator(".ann-error .ann-dismiss").click()
+    expect(page.locator(".ann-pending")).to_have_text("1 unsaved change")
+    page.get_by_role("button", name="Discard").click()
+    expect(page.locator(".ann-pending")).to_have_text("No unsaved changes")
+    wait_idle(page)
+    assert_colour(layer_pixel(page, *inside_new), "Lymphocyte", (40, 90))
+    assert mine()["polygon"]["geometry"]["coordinates"][0] == new_ring
 
     aborted_reads(problems)
     problems.assert_none()

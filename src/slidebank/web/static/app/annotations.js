@@ -58,6 +58,8 @@
   const CLOSE_DISTANCE_PX = 4;
   const DOUBLE_CLICK_PX = 8;
   const DOUBLE_CLICK_MS = 500;
+  const HANDLE_RADIUS = 5; // the vertex handles of the selection, CSS px
+  const HANDLE_HIT_PX = 9;
   const UNCLASSIFIED = "";
   const UNCLASSIFIED_COLOUR = "#b8b8c0";
   // Fallback colours for classes the label schema does not colour.
@@ -532,6 +534,10 @@
             if (item) items.push(item);
           }
           applyPending(set, items);
+          if (selected && selected.item.set === set) {
+            const same = items.find((item) => item.number === selected.item.number);
+            if (same) selected.item = same;
+          }
           set.features = { window, simplify, items, groups: grouped(items), truncated: answer.truncated, started };
           refreshShown(set);
           requestDraw(() =>
@@ -967,9 +973,11 @@
   const selectionText = element("p", { className: "ann-selected" });
   const selectionPicker = element("select", { id: "ann-selection-class", "aria-label": "Class of the selected annotation" });
   const deleteButton = element("button", { type: "button", text: "Delete" });
+  const selectionHint = element("p", { className: "muted ann-note ann-edit-hint" });
   selectionBox.append(
     selectionText,
-    element("div", { className: "ann-row" }, element("label", { for: "ann-selection-class", text: "Class" }), selectionPicker, deleteButton)
+    element("div", { className: "ann-row" }, element("label", { for: "ann-selection-class", text: "Class" }), selectionPicker, deleteButton),
+    selectionHint
   );
   const pendingText = element("span", { className: "ann-pending", "aria-live": "polite" });
   const saveButton = element("button", { type: "button", className: "primary", text: "Save", disabled: true });
@@ -1162,8 +1170,27 @@
     for (const item of items) {
       if (change.remove.has(item.number)) item.removed = true;
       const replaced = change.replace.get(item.number);
-      if (replaced) item.label = replaced.properties.label === null ? UNCLASSIFIED : replaced.properties.label;
+      if (!replaced) continue;
+      const label = replaced.properties.label === null ? UNCLASSIFIED : replaced.properties.label;
+      if (label !== item.label) {
+        item.originalLabel = item.label;
+        item.label = label;
+      }
+      reshape(item, replaced.geometry);
     }
+  }
+
+  /** Draws ``item`` as ``geometry`` from now on; what it was is kept for Discard. */
+  function reshape(item, geometry) {
+    const parsed = parseGeometry(geometry);
+    if (!parsed) return;
+    if (item.set && item.originalShape === undefined) {
+      item.originalShape = { rings: item.rings, points: item.points, box: item.box };
+    }
+    item.rings = parsed.rings || [];
+    item.points = parsed.points || new Float64Array(0);
+    item.box = boxOf(parsed.rings || [parsed.points]);
+    if (!item.set) item.geometry = geometry;
   }
 
   function regroup(set) {
@@ -1274,6 +1301,10 @@
           item.label = item.originalLabel;
           delete item.originalLabel;
         }
+        if (item.originalShape !== undefined) {
+          Object.assign(item, item.originalShape);
+          delete item.originalShape;
+        }
       }
       regroup(set);
     }
@@ -1284,20 +1315,160 @@
 
   // ---------------------------------------------------------------- selection
 
-  let selected = null; // {item, exact: GeoJSON geometry or null (drafts: their own)}
+  // {item, exact: GeoJSON geometry or null (drafts: their own), shape: its vertices to edit
+  // (editableShape) once the exact geometry is there, active: the index of the chosen vertex}
+  let selected = null;
 
   function select(item) {
-    selected = item ? { item, exact: item.set ? null : item.geometry } : null;
+    if (item && selected && selected.item === item) return;
+    vertexDrag = null;
+    selected = item ? { item, exact: item.set ? null : item.geometry, shape: null, active: null } : null;
     selectionBox.hidden = !selected;
+    selectionHint.textContent = "";
     if (selected) {
       const what = item.set
         ? `${item.shape} #${item.number} in “${item.set.info.name}”`
         : `New ${item.shape} (not saved yet)`;
       selectionText.textContent = what;
       fillClassOptions(selectionPicker, item.label, false);
-      if (item.set) fetchExact(selected);
+      const pending = item.set && edits.has(item.set.id) ? edits.get(item.set.id).replace.get(item.number) : null;
+      if (pending) selected.exact = pending.geometry;
+      else if (item.set) fetchExact(selected);
+      if (selected.exact) startShapeEdit(selected);
     }
     requestDraw();
+  }
+
+  // ---------------------------------------------------------------- editing the shape
+
+  /** The vertices of a selected polygon (its exterior ring), rectangle (its four corners) or
+   * point that its handles move: {type, ring: [[x, y], ...] (not closed), holes}, or null. */
+  function editableShape(item, geometry) {
+    if (!geometry || (item.set && !item.set.editable)) return null;
+    if (geometry.type === "Point") return { type: "point", ring: [geometry.coordinates.slice(0, 2)], holes: [] };
+    if (geometry.type !== "Polygon" || !geometry.coordinates.length) return null;
+    const ring = geometry.coordinates[0].map((p) => [p[0], p[1]]);
+    const last = ring[ring.length - 1];
+    if (ring.length > 1 && last[0] === ring[0][0] && last[1] === ring[0][1]) ring.pop();
+    if (ring.length < 3) return null;
+    const holes = geometry.coordinates.slice(1);
+    const straight = (p, q) => p[0] === q[0] || p[1] === q[1];
+    const rectangle =
+      item.shape === "rectangle" &&
+      ring.length === 4 &&
+      ring.every((p, i) => straight(p, ring[(i + 1) % 4])) &&
+      ring[0][0] !== ring[2][0] &&
+      ring[0][1] !== ring[2][1];
+    return { type: rectangle ? "rectangle" : "polygon", ring, holes };
+  }
+
+  function startShapeEdit(selection) {
+    selection.shape = editableShape(selection.item, selection.exact);
+    if (!selection.shape || selected !== selection) return;
+    selectionHint.textContent =
+      selection.shape.type === "polygon"
+        ? "Drag a vertex to move it; double-click an edge to add one; Alt-click a vertex, or Delete after choosing it, removes it."
+        : selection.shape.type === "rectangle"
+          ? "Drag a corner to resize the rectangle."
+          : "Drag the point to move it.";
+    requestDraw();
+  }
+
+  function geometryOf(shape) {
+    if (shape.type === "point") return { type: "Point", coordinates: [shape.ring[0][0], shape.ring[0][1]] };
+    const ring = shape.ring.map((p) => [p[0], p[1]]);
+    ring.push([ring[0][0], ring[0][1]]);
+    return { type: "Polygon", coordinates: [ring, ...shape.holes] };
+  }
+
+  /** The selection's edited shape becomes its pending change (drafts: their geometry). */
+  function shapeChanged(selection) {
+    const item = selection.item;
+    const geometry = geometryOf(selection.shape);
+    selection.exact = geometry;
+    reshape(item, geometry);
+    if (item.set) changesOf(item.set).replace.set(item.number, featureOf(item, geometry));
+    renderPending();
+    requestDraw();
+  }
+
+  const editing = () =>
+    Boolean(
+      tool === "navigate" &&
+        selected &&
+        selected.shape &&
+        !selected.item.removed &&
+        (!selected.item.set || selected.item.set.visible) &&
+        classOf(selected.item.label).visible
+    );
+
+  /** The index of the selection's handle under a pointer event, or null. */
+  function handleAt(originalEvent) {
+    if (!editing()) return null;
+    const rect = viewer.canvas.getBoundingClientRect();
+    const x = originalEvent.clientX - rect.left;
+    const y = originalEvent.clientY - rect.top;
+    const { a, b, c, d, e, f } = transform();
+    const ring = selected.shape.ring;
+    for (let i = ring.length - 1; i >= 0; i--) {
+      const [vx, vy] = ring[i];
+      if (Math.hypot(a * vx + c * vy + e - x, b * vx + d * vy + f - y) <= HANDLE_HIT_PX) return i;
+    }
+    return null;
+  }
+
+  /** The edge of the selected polygon near an image position: {index of its first vertex,
+   * the nearest point on it}, or null. */
+  function edgeAt(p) {
+    if (!editing() || selected.shape.type !== "polygon") return null;
+    const ring = selected.shape.ring;
+    const tolerance = HIT_TOLERANCE_PX / Math.hypot(p.m.a, p.m.b);
+    let best = null;
+    for (let i = 0; i < ring.length; i++) {
+      const [ax, ay] = ring[i];
+      const [bx, by] = ring[(i + 1) % ring.length];
+      const length = (bx - ax) ** 2 + (by - ay) ** 2;
+      const t = length ? Math.max(0, Math.min(1, ((p.x - ax) * (bx - ax) + (p.y - ay) * (by - ay)) / length)) : 0;
+      const at = { x: ax + t * (bx - ax), y: ay + t * (by - ay) };
+      const distance = Math.hypot(p.x - at.x, p.y - at.y);
+      if (distance <= tolerance && (!best || distance < best.distance)) best = { index: i, at, distance };
+    }
+    return best;
+  }
+
+  function insertVertex(edge) {
+    selected.shape.ring.splice(edge.index + 1, 0, [edge.at.x, edge.at.y]);
+    selected.active = edge.index + 1;
+    shapeChanged(selected);
+  }
+
+  function removeVertex(index) {
+    const shape = selected.shape;
+    if (shape.type !== "polygon" || index === null || index >= shape.ring.length) return;
+    if (shape.ring.length <= 3) {
+      showError("A polygon needs at least three vertices.");
+      return;
+    }
+    shape.ring.splice(index, 1);
+    selected.active = null;
+    shapeChanged(selected);
+  }
+
+  /** Moves the dragged handle by how far the pointer has moved since the press. */
+  function dragVertex(p) {
+    const drag = vertexDrag;
+    const shape = selected.shape;
+    const x = Math.min(WIDTH, Math.max(0, drag.from[0] + p.x - drag.start.x));
+    const y = Math.min(HEIGHT, Math.max(0, drag.from[1] + p.y - drag.start.y));
+    const ring = shape.ring;
+    ring[drag.index] = [x, y];
+    if (shape.type === "rectangle") {
+      // The opposite corner stays; the neighbours follow, so the edges stay on the axes.
+      const opposite = ring[(drag.index + 2) % 4];
+      ring[drag.sharesX] = [x, opposite[1]];
+      ring[drag.sharesY] = [opposite[0], y];
+    }
+    shapeChanged(selected);
   }
 
   /** The stored geometry of a selected annotation (what the viewer drew may be simplified). */
@@ -1314,8 +1485,11 @@
     selection.exactPromise = api(`/api/slides/${encodeURIComponent(SLIDE)}/annotations?${query}`).then((answer) => {
       const found = answer.features.find((feature) => feature.id === item.number);
       if (!found) throw new ApiError(`annotation ${item.number} is no longer in the set`, 404);
-      selection.exact = found.geometry;
-      return found.geometry;
+      if (!selection.shape) {
+        selection.exact = found.geometry;
+        startShapeEdit(selection);
+      }
+      return selection.exact;
     });
     track(selection.exactPromise.catch((error) => showError(`Cannot edit this annotation: ${error.message}`)));
   }
@@ -1416,11 +1590,15 @@
   let dragStart = null; // the rectangle being drawn
   let pointer = null; // the last pointer position, image px
   let lastVertexAt = -Infinity;
+  let vertexDrag = null; // {index, from: [x, y], start: image px, sharesX, sharesY} while dragging a handle
+  let onHandle = false; // the current press began on a handle of the selection
+  let lastEdgeClick = null; // {x, y, at}: to tell a double-click on an edge of the selection
 
-  function imagePoint(originalEvent) {
+  function imagePoint(originalEvent, clamp = true) {
     const rect = viewer.canvas.getBoundingClientRect();
     const m = transform();
     const p = toImage(m, originalEvent.clientX - rect.left, originalEvent.clientY - rect.top);
+    if (!clamp) return { x: p.x, y: p.y, m };
     return { x: Math.min(WIDTH, Math.max(0, p.x)), y: Math.min(HEIGHT, Math.max(0, p.y)), m };
   }
 
@@ -1449,12 +1627,39 @@
 
   if (MAY_DRAW) {
     viewer.addHandler("canvas-press", (event) => {
+      onHandle = false;
+      vertexDrag = null;
+      if (tool === "navigate") {
+        const index = handleAt(event.originalEvent);
+        if (index === null) return;
+        onHandle = true;
+        selected.active = index;
+        if (!event.originalEvent.altKey) {
+          const ring = selected.shape.ring;
+          const p = imagePoint(event.originalEvent, false);
+          vertexDrag = { index, from: ring[index].slice(), start: { x: p.x, y: p.y } };
+          if (selected.shape.type === "rectangle") {
+            const next = (index + 1) % 4;
+            const previous = (index + 3) % 4;
+            const nextSharesX = Math.abs(ring[next][0] - ring[index][0]) < Math.abs(ring[next][1] - ring[index][1]);
+            vertexDrag.sharesX = nextSharesX ? next : previous;
+            vertexDrag.sharesY = nextSharesX ? previous : next;
+          }
+        }
+        requestDraw();
+        return;
+      }
       if (tool !== "rectangle") return;
       const p = imagePoint(event.originalEvent);
       dragStart = { x: p.x, y: p.y };
       pointer = dragStart;
     });
     viewer.addHandler("canvas-drag", (event) => {
+      if (onHandle) {
+        event.preventDefaultAction = true; // the handle moves, not the slide
+        if (vertexDrag && selected && selected.shape) dragVertex(imagePoint(event.originalEvent, false));
+        return;
+      }
       if (tool === "navigate") return;
       event.preventDefaultAction = true; // no panning while a tool is active
       if (tool === "rectangle" && dragStart) {
@@ -1463,9 +1668,14 @@
       }
     });
     viewer.addHandler("canvas-drag-end", (event) => {
-      if (tool !== "navigate") event.preventDefaultAction = true;
+      if (tool !== "navigate" || onHandle) event.preventDefaultAction = true;
     });
     viewer.addHandler("canvas-release", (event) => {
+      if (vertexDrag) {
+        vertexDrag = null;
+        requestDraw();
+        return;
+      }
       if (tool !== "rectangle" || !dragStart) return;
       const end = imagePoint(event.originalEvent);
       const start = dragStart;
@@ -1483,6 +1693,11 @@
     });
     viewer.addHandler("canvas-click", (event) => {
       if (tool !== "navigate") event.preventDefaultAction = true;
+      if (onHandle) {
+        // A click on a handle chooses its vertex (for Delete); with Alt it removes it.
+        if (event.quick && event.originalEvent.altKey && editing()) removeVertex(selected.active);
+        return;
+      }
       if (!event.quick) return;
       const p = imagePoint(event.originalEvent);
       if (tool === "point") {
@@ -1505,15 +1720,37 @@
         lastVertexAt = now;
         requestDraw();
       } else if (tool === "navigate") {
+        // A double-click on an edge of the selected polygon inserts a vertex there (told
+        // here, as for drawing: OpenSeadragon's detection misses some).
+        const edge = edgeAt(p);
+        const now = performance.now();
+        const again =
+          edge && lastEdgeClick && now - lastEdgeClick.at < DOUBLE_CLICK_MS && screenDistance(p.m, lastEdgeClick, p) < DOUBLE_CLICK_PX;
+        lastEdgeClick = edge && !again ? { x: p.x, y: p.y, at: now } : null;
+        if (again) {
+          insertVertex(edge);
+          return;
+        }
+        if (selected && selected.active !== null) {
+          selected.active = null;
+          requestDraw();
+        }
         select(pick(p.x, p.y, p.m));
       }
     });
     viewer.addHandler("canvas-double-click", (event) => {
-      if (tool === "navigate") return;
+      if (tool === "navigate") {
+        // No zoom for a double-click that edits the selection.
+        if (handleAt(event.originalEvent) !== null || edgeAt(imagePoint(event.originalEvent, false))) {
+          event.preventDefaultAction = true;
+        }
+        return;
+      }
       event.preventDefaultAction = true; // no zoom
       if (tool === "polygon" && vertices.length) closePolygon();
     });
     viewer.canvas.addEventListener("pointermove", (event) => {
+      viewer.canvas.classList.toggle("ann-on-handle", Boolean(vertexDrag) || handleAt(event) !== null);
       if (tool === "polygon" && vertices.length) {
         pointer = imagePoint(event);
         requestDraw();
@@ -1537,9 +1774,15 @@
         vertices.pop();
         requestDraw();
         event.preventDefault();
+      } else if ((key === "Delete" || key === "Backspace") && !onButton && editing() && selected.active !== null && selected.shape.type === "polygon") {
+        removeVertex(selected.active);
+        event.preventDefault();
       } else if (key === "Escape") {
         if (vertices.length || dragStart) cancelInProgress();
-        else if (selected) select(null);
+        else if (selected && selected.active !== null) {
+          selected.active = null;
+          requestDraw();
+        } else if (selected) select(null);
         else setTool("navigate");
       } else if ((key === "Delete" || key === "Backspace") && selected && !onButton) {
         deleteSelected();
@@ -1599,6 +1842,20 @@
     context.lineWidth = 2;
     context.strokeStyle = classOf(item.label).colour;
     context.stroke();
+    if (!editing()) return;
+    const { a, b, c, d, e, f } = m;
+    const r = HANDLE_RADIUS;
+    selected.shape.ring.forEach(([x, y], i) => {
+      const sx = a * x + c * y + e;
+      const sy = b * x + d * y + f;
+      context.beginPath();
+      context.rect(sx - r, sy - r, 2 * r, 2 * r);
+      context.fillStyle = i === selected.active ? classOf(item.label).colour : "rgba(255, 255, 255, 0.95)";
+      context.fill();
+      context.lineWidth = 1.5;
+      context.strokeStyle = "rgba(0, 0, 0, 0.85)";
+      context.stroke();
+    });
   }
 
   function drawInProgress(m) {
@@ -1673,6 +1930,8 @@
     drafts: () => drafts.filter((draft) => !draft.savedTo).map((draft) => ({ shape: draft.shape, label: draft.label, geometry: draft.geometry })),
     layer,
     setTool,
+    // The vertices the selection's handles move (level-0 px), or null when none are shown.
+    handles: () => (editing() ? selected.shape.ring.map((p) => [p[0], p[1]]) : null),
   };
   settleIdle();
 })();
