@@ -153,9 +153,25 @@ def test_sample_slide_and_demo_need_no_shared_data(tmp_path: Path, database_url:
     assert demo.returncode == 0, demo.stderr
     assert "1 ingested" in demo.stdout
     assert "colon" in demo.stdout
+    # Sample annotations: nuclei found on the slide's pixels, imported as users import.
+    assert "nuclei found on the demo slide" in demo.stdout
+    slide = json.loads(
+        run("list", "--json", home=tmp_path / "demo-home", database_url=database_url).stdout
+    )[0]["id"]
+    listed = run(
+        "annotations",
+        "list",
+        slide,
+        "--json",
+        home=tmp_path / "demo-home",
+        database_url=database_url,
+    )
+    (nuclei,) = json.loads(listed.stdout)
+    assert nuclei["kind"] == "automatic" and nuclei["annotations"] > 1000
     again = run("demo", home=tmp_path / "demo-home", database_url=database_url)
     assert again.returncode == 0
     assert "1 duplicate" in again.stdout
+    assert "nuclei found" not in again.stdout  # once only
 
 
 def _without_file_override() -> list[str]:

@@ -410,8 +410,12 @@ def demo(
         sidecar = None if slides else samples.demo_sidecar(repository.settings.home)
         report = ingesting.ingest_paths(repository, paths, "demo", sidecar)
         rows = browsing.list_slides(repository, COMMAND_LINE, SlideFilter(limit=10_000))
+        demo_slide = next((o.id for o in report.outcomes if o.id), None) if not slides else None
+        nuclei = samples.demo_annotations(repository, demo_slide) if demo_slide else 0
     _print_outcomes(report)
     _print_slides(rows)
+    if nuclei:
+        out.print(f"Sample annotations: {nuclei:,} nuclei found on the demo slide")
     out.print(f"Repository: {repository.settings.home}")
     out.print("Next: slidebank serve (viewer and API), slidebank show <id>, slidebank list --help")
 

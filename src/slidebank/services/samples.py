@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
 
 from slidebank.samples import SvsSpec, demo_tissue, tissue_from_slide, write_svs
+from slidebank.services.repository import Repository
+from slidebank.slides.registry import open_slide
 
 DEMO_FILE = "demo-colon-tma-fhl2.svs"
 
@@ -67,3 +70,35 @@ def demo_sidecar(home: Path) -> Path:
     }
     path.write_text(json.dumps(record, indent=2))
     return path
+
+
+DEMO_NUCLEI_SET = "Nuclei (demo detector)"
+
+
+def demo_annotations(repository: Repository, slide_id: str) -> int:
+    """The demo slide's sample annotations: nuclei found by colour on its pixels, imported
+    as an automatic set through the same import users run (once: 0 when already there)."""
+    from slidebank.access.policy import COMMAND_LINE
+    from slidebank.samples.nuclei import find_nuclei
+    from slidebank.services import annotating
+
+    existing = {s["name"] for s in annotating.list_sets(repository, COMMAND_LINE, slide_id)}
+    if DEMO_NUCLEI_SET in existing:
+        return 0
+    reader = open_slide(demo_slides(repository.settings.home) / DEMO_FILE)
+    try:
+        features = list(find_nuclei(reader))
+    finally:
+        reader.close()
+    document = json.dumps({"type": "FeatureCollection", "features": features}).encode()
+    report = annotating.import_annotations(
+        repository,
+        COMMAND_LINE,
+        slide_id,
+        io.BytesIO(document),
+        "demo-nuclei.geojson",
+        set_name=DEMO_NUCLEI_SET,
+        kind="automatic",
+        author="slidebank demo: hematoxylin threshold (scikit-image)",
+    )
+    return report.imported
