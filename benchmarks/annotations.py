@@ -176,8 +176,10 @@ def query_figures(
     from slidebank.config import Settings
     from slidebank.services import annotating
     from slidebank.services.repository import open_repository
+    from slidebank.web.server import settle_heap
 
     repository = open_repository(Settings(home=home, database_url=database_url))
+    settle_heap()  # as each server worker does once its application is built
     try:
         times, hits = [], []
         for x, y in windows(side, count):
