@@ -151,19 +151,24 @@ def _change(principal: Principal, action: str, **detail: Any) -> Change:
     return Change(principal.user_id, principal.name, action, detail)
 
 
+def _set_records(session: Session, image: Image) -> list[dict[str, Any]]:
+    """The image's sets, oldest first, with their current sizes."""
+    sets = list(
+        session.scalars(
+            select(AnnotationSet)
+            .where(AnnotationSet.image_id == image.id)
+            .order_by(AnnotationSet.id)
+        )
+    )
+    counts = _counts(session, [s.id for s in sets])
+    return [set_record(s, counts) for s in sets]
+
+
 def list_sets(repository: Repository, principal: Principal, slide_id: str) -> list[dict[str, Any]]:
     with repository.catalogue.reading() as session:
         image = queries.image_by_public_id(session, slide_id)
         require(principal, Action.READ_ANNOTATIONS, gate_of(image.slide.dataset))
-        sets = list(
-            session.scalars(
-                select(AnnotationSet)
-                .where(AnnotationSet.image_id == image.id)
-                .order_by(AnnotationSet.id)
-            )
-        )
-        counts = _counts(session, [s.id for s in sets])
-        return [set_record(s, counts) for s in sets]
+        return _set_records(session, image)
 
 
 def get_set(repository: Repository, principal: Principal, set_id: int) -> dict[str, Any]:
@@ -814,17 +819,9 @@ def readable_slide_sets(
         gate = gate_of(dataset)
         if not decide(principal, Action.READ_ANNOTATIONS, gate).allowed:
             return [], [], False
-        sets = list(
-            session.scalars(
-                select(AnnotationSet)
-                .where(AnnotationSet.image_id == image.id)
-                .order_by(AnnotationSet.id)
-            )
-        )
-        counts = _counts(session, [s.id for s in sets])
         may_draw = decide(principal, Action.WRITE_ANNOTATIONS, gate).allowed
         return (
-            [set_record(s, counts) for s in sets],
+            _set_records(session, image),
             [_class_record(row) for row in _classes(session, dataset.id)],
             may_draw,
         )
