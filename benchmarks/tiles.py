@@ -308,6 +308,17 @@ def stored_levels(path: Path) -> list[StoredLevel]:
     return levels
 
 
+def catalogue_levels(slide_id: str) -> list[StoredLevel]:
+    """The levels of the slide's stored copy, as the catalogue lists them."""
+    image = json.loads(run_cli("show", slide_id, "--json"))["image"]
+    return [
+        StoredLevel(
+            float(level["downsample"]), level["width"], level["height"], level["tile_width"]
+        )
+        for level in image["levels"]
+    ]
+
+
 def how_served(pyramid: Pyramid, stored: Sequence[StoredLevel], tile: Tile) -> str:
     """How slidebank answers a DeepZoom tile, by the rules of its tiles/rendering.py
     (coarsest stored level at scale x DCT factor; factor 1 and an aligned whole stored
@@ -1240,6 +1251,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--rss-slides", type=int, default=None, help="slides for the RSS measure [default: 200]"
     )
     parser.add_argument(
+        "--as-ingested",
+        action="store_true",
+        help="serve the slide as the ingest stored it, without `slidebank pyramid` (its "
+        "levels 4x apart, the others rendered per request)",
+    )
+    parser.add_argument(
         "--json",
         type=Path,
         default=RESULTS / "tiles-latest.json",
@@ -1276,9 +1293,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Slidebank serves its stored copy (de-identified DICOM by default, the SVS itself when
     # SLIDEBANK_STORED_FORM=original); the baseline serves the scanner file, as a user of
     # openslide-python's DeepZoom server would. Both have the SVS's levels and tiles.
+    completion: dict[str, Any] = {"run": False}
+    if not args.as_ingested:
+        # What a steward runs after the ingest: the levels the scanner did not store, added
+        # once as DICOM instances (a no-op, reported as such, when they are already there).
+        began = time.perf_counter()
+        done = json.loads(run_cli("pyramid", slide_id, "--json"))[0]
+        completion = {
+            "run": True,
+            "command": f"slidebank pyramid {slide_id}",
+            "seconds": round(time.perf_counter() - began, 1),
+            "added": done["added"],
+            "skipped": done["skipped"],
+        }
+        log(f"slidebank pyramid: {done['skipped'] or done['added']} ({completion['seconds']} s)")
     stored_files = stored_content(slide_id)
     stored = slide_path
-    levels = stored_levels(stored)
+    levels = catalogue_levels(slide_id) if completion["run"] else stored_levels(stored)
     tile = levels[0].tile or 240
     pyramid = Pyramid(width, height, tile)
     log(
@@ -1321,6 +1352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "stored_levels": [asdict(level) for level in levels],
             "deepzoom_levels": pyramid.levels,
         },
+        "pyramid_completion": completion,
         "trace": {
             "viewport": [VIEW_W, VIEW_H],
             "seed": SEED,

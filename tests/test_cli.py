@@ -27,6 +27,7 @@ COMMANDS = [
     "deid report",
     "dicomweb",
     "dicomweb index",
+    "pyramid",
 ]
 
 

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
     TextColumn,
     TimeRemainingColumn,
@@ -403,14 +404,17 @@ def demo(
 ) -> None:
     """Create the repository, put sample content in, and show the catalogue."""
     from slidebank.catalog.queries import SlideFilter
-    from slidebank.services import browsing, ingesting, samples
+    from slidebank.services import browsing, ingesting, pyramids, samples
 
     with _opened(home, database_url) as repository:
         paths = [slides] if slides else [samples.demo_slides(repository.settings.home)]
         sidecar = None if slides else samples.demo_sidecar(repository.settings.home)
         report = ingesting.ingest_paths(repository, paths, "demo", sidecar)
-        rows = browsing.list_slides(repository, COMMAND_LINE, SlideFilter(limit=10_000))
         demo_slide = next((o.id for o in report.outcomes if o.id), None) if not slides else None
+        if demo_slide:
+            # Every zoom level stored, as a steward would leave it (`slidebank pyramid`).
+            pyramids.complete_pyramids(repository, COMMAND_LINE, [demo_slide])
+        rows = browsing.list_slides(repository, COMMAND_LINE, SlideFilter(limit=10_000))
         nuclei = samples.demo_annotations(repository, demo_slide) if demo_slide else 0
     _print_outcomes(report)
     _print_slides(rows)
@@ -443,6 +447,65 @@ def serve(
         raise _fail(exc) from exc
     out.print(f"Slidebank is serving {settings.home} at http://{host}:{port}  (Ctrl-C stops it)")
     run(settings, host, port, workers, access_log)
+
+
+@app.command()
+def pyramid(
+    slides: Annotated[list[str] | None, typer.Argument(help="Slide ids (sb-...).")] = None,
+    all_slides: Annotated[
+        bool, typer.Option("--all", help="Every slide in the repository.")
+    ] = False,
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=64, help="Threads rendering tiles [default: cores].")
+    ] = None,
+    json_output: JsonOption = False,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Store the power-of-two levels a slide lacks (scanners store levels 4x apart), so that
+    the viewer's tiles at every zoom pass through instead of being rendered per request."""
+    from slidebank.services import pyramids
+
+    if bool(slides) == all_slides:
+        raise _fail(SlidebankError("give slide ids or --all (not both)"))
+    try:
+        with (
+            _opened(home, database_url) as repository,
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("tiles"),
+                TimeRemainingColumn(),
+                console=err,
+                transient=True,
+            ) as bar,
+        ):
+            task = bar.add_task("levels", total=None)
+            done = pyramids.complete_pyramids(
+                repository,
+                COMMAND_LINE,
+                None if all_slides else list(slides or []),
+                workers=workers,
+                progress=lambda slide, count, total: bar.update(
+                    task, description=slide, completed=count, total=total
+                ),
+            )
+    except SlidebankError as exc:
+        raise _fail(exc) from exc
+    if json_output:
+        out.print_json(data=[entry.as_json() for entry in done])
+        return
+    for entry in done:
+        if entry.skipped:
+            out.print(f"{entry.id}: {entry.skipped}")
+            continue
+        levels = ", ".join(
+            f"1/{level['downsample']} ({level['width']}x{level['height']} px, "
+            f"{level['frames']:,} tiles)"
+            for level in entry.added
+        )
+        out.print(f"{entry.id}: added {levels} in {entry.seconds:.1f} s")
 
 
 # Accounts, access and audit

@@ -53,8 +53,17 @@ QIDO_KEYWORDS = (
 
 def describe_instances(content_dir: Path) -> tuple[DicomInstanceEntry, ...]:
     """Every DICOM instance file under ``content_dir``, by file name."""
+    return _described(content_dir, sorted(p for p in content_dir.rglob("*") if p.is_file()))
+
+
+def describe_files(content_dir: Path, names: list[str]) -> tuple[DicomInstanceEntry, ...]:
+    """The DICOM instances among the files ``names`` of ``content_dir``."""
+    return _described(content_dir, [content_dir / name for name in names])
+
+
+def _described(content_dir: Path, paths: list[Path]) -> tuple[DicomInstanceEntry, ...]:
     found = []
-    for path in sorted(p for p in content_dir.rglob("*") if p.is_file()):
+    for path in paths:
         if not is_dicom(path):
             continue
         try:

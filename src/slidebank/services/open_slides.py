@@ -35,6 +35,7 @@ class ServedSlide:
     weight: int
     quick_levels: frozenset[int] = frozenset()
     """DeepZoom levels whose tiles are stored tiles, whole or DCT-scaled (cheap to render)."""
+    stored_levels: int = 1
     users: int = field(default=0, repr=False)
     retired: bool = field(default=False, repr=False)
 
@@ -166,6 +167,7 @@ class OpenSlides:
             deepzoom=zoom,
             weight=reader.memory_estimate(),
             quick_levels=quick,
+            stored_levels=len(reader.info.levels),
         )
 
     def _evict(self) -> list[ServedSlide]:

@@ -48,10 +48,15 @@ class ServingOptions:
 
 def entity_tag(slide: ServedSlide, options: ServingOptions, *request: object) -> str:
     """A strong ETag for one rendering of one slide's content (with the encoder's quality,
-    which changes the bytes)."""
+    which changes the bytes, and the number of stored levels: levels added later by
+    ``slidebank pyramid`` change what some regions are rendered from)."""
     detail = "/".join(str(part) for part in request)
     digest = hashlib.blake2b(detail.encode(), digest_size=8).hexdigest()
-    return f'"{slide.checksum[:24]}-{RENDER_VERSION}q{options.jpeg_quality}-{digest}"'
+    return f'"{slide.checksum[:24]}-{_version(slide, options)}-{digest}"'
+
+
+def _version(slide: ServedSlide, options: ServingOptions) -> str:
+    return f"{RENDER_VERSION}q{options.jpeg_quality}p{slide.stored_levels}"
 
 
 # DeepZoom
@@ -65,8 +70,7 @@ def deepzoom_tag(
     slide: ServedSlide, options: ServingOptions, level: int, column: int, row: int, fmt: ImageFormat
 ) -> str:
     """The entity tag of a DeepZoom tile, without hashing (this is the hot path)."""
-    version = f"{RENDER_VERSION}q{options.jpeg_quality}"
-    return f'"{slide.checksum[:24]}-{version}-dz{level}-{column}-{row}-{fmt}"'
+    return f'"{slide.checksum[:24]}-{_version(slide, options)}-dz{level}-{column}-{row}-{fmt}"'
 
 
 def stored_deepzoom_tile(
