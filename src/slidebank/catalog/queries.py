@@ -97,6 +97,14 @@ def image_by_public_id(session: Session, public_id: str) -> Image:
     return image
 
 
+def images_named(session: Session, public_ids: list[str] | None) -> list[Image]:
+    """The images of ``public_ids`` in that order (NotFound naming the first unknown), or
+    every image by id when None: what commands taking "ids or --all" work on."""
+    if public_ids is None:
+        return list(session.scalars(select(Image).order_by(Image.public_id)))
+    return [image_by_public_id(session, public_id) for public_id in public_ids]
+
+
 def add_scanned_slide(
     session: Session, dataset: Dataset, scan: ScanEntry, entry: SlideEntry | None
 ) -> Image:

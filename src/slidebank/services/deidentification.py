@@ -7,12 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-
 from slidebank.access.policy import Action, Principal, require
 from slidebank.access.principals import gate_of
 from slidebank.catalog import queries
-from slidebank.catalog.tables import Image
 from slidebank.deid.proof import Verification, verify_files
 from slidebank.deid.pseudonyms import repository_key
 from slidebank.deid.report import read_report
@@ -48,10 +45,7 @@ def verify_slides(
 ) -> list[SlideCheck]:
     """Check every stored byte of the slides named (all when ``ids`` is None)."""
     with repository.catalogue.reading() as session:
-        if ids is None:
-            images = list(session.scalars(select(Image).order_by(Image.public_id)))
-        else:
-            images = [queries.image_by_public_id(session, public_id) for public_id in ids]
+        images = queries.images_named(session, ids)
         for image in images:
             require(principal, Action.CURATE, gate_of(image.slide.dataset))
         targets = [(image.public_id, image.storage_key) for image in images]

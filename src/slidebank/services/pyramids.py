@@ -22,13 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
-from sqlalchemy import select
 
 from slidebank.access import audit
 from slidebank.access.policy import Action, Principal, require
 from slidebank.access.principals import gate_of
 from slidebank.catalog import dicom_queries, queries
-from slidebank.catalog.tables import Image
 from slidebank.deid.proof import verify_files
 from slidebank.deid.pseudonyms import repository_key
 from slidebank.deid.report import read_report
@@ -84,10 +82,7 @@ def complete_pyramids(
     """Add the missing power-of-two levels of the slides named (all when ``ids`` is None).
     ``progress(slide, tiles done, tiles in all)`` is called as tiles are written."""
     with repository.catalogue.reading() as session:
-        if ids is None:
-            images = list(session.scalars(select(Image).order_by(Image.public_id)))
-        else:
-            images = [queries.image_by_public_id(session, public_id) for public_id in ids]
+        images = queries.images_named(session, ids)
         for image in images:
             require(principal, Action.CURATE, gate_of(image.slide.dataset))
         targets = [
