@@ -119,6 +119,12 @@ def _complete(
         if not missing:
             return Completed(target.public_id, skipped="every power-of-two level is stored")
         template = _level_zero_instance(paths, reader.info.dimensions.width)
+        organisation = pydicom.dcmread(template, stop_before_pixels=True).get(
+            "DimensionOrganizationType"
+        )
+        if organisation != "TILED_FULL":
+            # Sparse tiles (some DICOM sources) have no grid to halve; skip, so --all goes on.
+            return Completed(target.public_id, skipped="level 0 is not TILED_FULL: no levels added")
         total = sum(level.frames for level in missing)
         done = 0
 
