@@ -72,7 +72,7 @@ import pydicom
 
 from ingest import machine_facts, slidebank_command, warm
 from make_slide import PROJECT_ROOT, estimate_bytes, load_tissue, make_slide
-from slidebank.slides.dicom_frames import frame_table, read_frame
+from slidebank.slides.dicom_frames import frame_table
 from tiles import (
     LOGS,
     REPLAY_LUA,
@@ -298,7 +298,7 @@ def check_frames(
         numbers = [rng.randint(1, level.frames) for _ in range(CHECK_FRAMES)]
         fd = os.open(level.path, os.O_RDONLY)
         try:
-            stored = {n: read_frame(fd, table.frames[n - 1]) for n in numbers}
+            stored = {n: table.read(fd, n - 1) for n in numbers}
         finally:
             os.close(fd)
         row: dict[str, Any] = {"level": index, "frames": numbers}

@@ -777,7 +777,8 @@ class Server:
                 if process.pid == root:
                     role = "supervisor" if len(tree) > 1 else "server"
                 else:
-                    role = "worker" if "spawn_main" in command else "helper"
+                    worker = "spawn_main" in command or "slidebank.web.server" in command
+                    role = "worker" if worker else "helper"
                 rows.append(
                     {
                         "pid": process.pid,

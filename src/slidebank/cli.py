@@ -437,12 +437,12 @@ def serve(
 ) -> None:
     """Serve the web interface, the JSON API, DeepZoom and IIIF tiles over HTTP."""
     from slidebank.config import Settings
-    from slidebank.services.repository import open_repository
+    from slidebank.web.server import check_repository
     from slidebank.web.server import serve as run
 
     try:
         settings = Settings.from_env(home=home, database_url=database_url)
-        open_repository(settings).close()  # fails here, clearly, if the repository cannot open
+        check_repository(settings, workers)  # fails here, clearly, if it cannot open
     except SlidebankError as exc:
         raise _fail(exc) from exc
     out.print(f"Slidebank is serving {settings.home} at http://{host}:{port}  (Ctrl-C stops it)")

@@ -42,6 +42,7 @@ from tests.web.test_browser import (
     LAUNCH_ARGS,
     VIEWPORT,
     Problems,
+    hold_zoom_key,
     playwright_driver,
     screenshot,
     settle,
@@ -243,9 +244,7 @@ def test_a_researcher_is_granted_access_views_the_slide_and_loses_it_on_revocati
     assert shown.status == 200, f"the granted slide page answered {shown.status}"
     settle(viewer)
     fit_zoom = float(viewer.evaluate(IMAGE_ZOOM))
-    viewer.keyboard.down("Equal")  # zoom in a little, as someone looking closer does
-    viewer.wait_for_timeout(400)
-    viewer.keyboard.up("Equal")
+    hold_zoom_key(viewer, fit_zoom * 1.2)  # zoom in a little, as someone looking closer does
     settle(viewer)
     assert float(viewer.evaluate(IMAGE_ZOOM)) > fit_zoom * 1.2, "the viewer did not zoom in"
     assert tiles, "the viewer loaded no tiles"

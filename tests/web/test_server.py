@@ -92,3 +92,32 @@ def test_a_worker_that_cannot_start_stops_the_server(served: ServedRepository) -
         blocker.close()
     assert server.returncode == 1
     assert "Address already in use" in output
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_repository_that_cannot_open_fails_at_once_with_the_reason(
+    tmp_path: Path, workers: int
+) -> None:
+    not_a_folder = tmp_path / "home"
+    not_a_folder.write_text("a file where the repository should be")
+    server = start(not_a_folder, free_port(), workers)
+    output, _ = server.communicate(timeout=60)
+    assert server.returncode == 1
+    assert str(not_a_folder) in output and "cannot create repository folder" in output
+    assert "serving" not in output
+
+
+def test_a_worker_does_not_load_what_few_requests_need(tmp_path: Path) -> None:
+    """scipy (agreement) and highdicom (DICOM annotations) cost a server worker about 66 MB;
+    they are imported when first used, not when the application is built."""
+    script = (
+        "import sys\n"
+        "from slidebank.config import Settings\n"
+        "from slidebank.web.app import create_app\n"
+        f"create_app(Settings(home={str(tmp_path / 'home')!r}))\n"
+        "print(sorted(m for m in ('scipy', 'highdicom') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -23,7 +23,6 @@ from slidebank.access import audit
 from slidebank.access.clock import now
 from slidebank.access.policy import Action, Owner, Principal, decide, require
 from slidebank.access.principals import gate_of
-from slidebank.annotations import agreement
 from slidebank.annotations.checking import CheckReport, Outside, checked
 from slidebank.annotations.formats.base import ExportContext, ImportLimits, LabelStyle, Parsed
 from slidebank.annotations.formats.registry import SNIFF_BYTES, reader_for, writer_for
@@ -699,6 +698,10 @@ def compare(
             raise InvalidInput("agreement: the two sets annotate different slides")
         require(principal, Action.READ_ANNOTATIONS, _gate(first))
         names = (first.name, second.name)
+    # Imported here: it loads scipy (about 45 MB), which every server worker would otherwise
+    # carry for a page few requests open.
+    from slidebank.annotations import agreement
+
     store = _store(repository)
     result = agreement.compare(
         list(store.stream(reference_set)),

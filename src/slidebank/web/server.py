@@ -6,22 +6,29 @@ rounds one of two workers did over 90% of the work), so a browser's six connecti
 all land on one core. Here each worker binds its own socket to the same address with
 SO_REUSEPORT and the kernel spreads connections between them. uvicorn has no option for
 this, hence the small supervisor below.
+
+Workers are separate Python processes (``python -m slidebank.web.server``) that build their
+settings from the same environment, rather than multiprocessing children: those bring a
+resource-tracker process (13 MB) and the parent's imports. The supervisor itself imports
+nothing heavy, and the repository check before starting runs in a short-lived process, so
+that the supervisor does not keep SQLAlchemy and Alembic (about 35 MB) for the server's life.
 """
 
 from __future__ import annotations
 
 import gc
-import multiprocessing
+import os
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Sequence
-from multiprocessing.process import BaseProcess
 from types import FrameType
 
 import uvicorn
 
 from slidebank.config import Settings
+from slidebank.errors import SlidebankError
 
 LOG_LEVEL = "warning"
 
@@ -31,18 +38,39 @@ def serve(settings: Settings, host: str, port: int, workers: int, access_log: bo
     if workers == 1:
         _run_worker(settings, host, port, access_log)
         return
-    context = multiprocessing.get_context("spawn")  # no inherited state: each builds its app
-    children = [
-        context.Process(
-            target=_run_worker,
-            args=(settings, host, port, access_log),
-            name=f"slidebank-worker-{number}",
-        )
-        for number in range(workers)
-    ]
-    for child in children:
-        child.start()
+    command = [sys.executable, "-m", __name__, host, str(port), *(["--access-log"] * access_log)]
+    environment = worker_environment(settings)
+    children = [subprocess.Popen(command, env=environment) for _ in range(workers)]
     _supervise(children)
+
+
+def worker_environment(settings: Settings) -> dict[str, str]:
+    """The environment from which a worker builds the same settings: the command line's
+    overrides (home, catalogue) join the ``SLIDEBANK_*`` variables it was built from."""
+    environment = {**os.environ, "SLIDEBANK_HOME": str(settings.home)}
+    if settings.database_url:
+        environment["SLIDEBANK_DATABASE_URL"] = settings.database_url
+    return environment
+
+
+def check_repository(settings: Settings, workers: int) -> None:
+    """Open the repository once, so that one that cannot open fails the command at once,
+    with the reason (``SlidebankError``). With several workers, in a short-lived process."""
+    if workers == 1:
+        from slidebank.services.repository import open_repository
+
+        open_repository(settings).close()  # the one worker, this process, imports it anyway
+        return
+    result = subprocess.run(
+        [sys.executable, "-m", __name__, "--check"],
+        env=worker_environment(settings),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        reason = result.stderr.strip().splitlines()[-1:] or ["the repository did not open"]
+        raise SlidebankError(reason[0])
 
 
 def settle_heap() -> None:
@@ -78,7 +106,7 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     return listener
 
 
-def _supervise(children: Sequence[BaseProcess]) -> None:
+def _supervise(children: Sequence[subprocess.Popen[bytes]]) -> None:
     """Wait for the workers; stop them all when one dies or when we are told to stop."""
     stopping = False
 
@@ -88,20 +116,43 @@ def _supervise(children: Sequence[BaseProcess]) -> None:
         if signum == signal.SIGINT:
             return  # Ctrl-C reached the workers too, through the process group
         for child in children:
-            if child.is_alive():
+            if child.poll() is None:
                 child.terminate()
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     failed = False
-    while any(child.is_alive() for child in children):
+    while any(child.poll() is None for child in children):
         for child in children:
-            child.join(timeout=0.5)
-            if not child.is_alive() and child.exitcode not in (0, None) and not stopping:
+            try:
+                child.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                continue
+            if child.returncode not in (0, None) and not stopping:
                 failed = True
                 stopping = True
                 for other in children:
-                    if other.is_alive():
+                    if other.poll() is None:
                         other.terminate()
     if failed:
         sys.exit(1)
+
+
+def _main(arguments: list[str]) -> None:
+    """A worker (``HOST PORT [--access-log]``) or the repository check (``--check``)."""
+    settings = Settings.from_env()
+    if arguments == ["--check"]:
+        from slidebank.services.repository import open_repository
+
+        try:
+            open_repository(settings).close()
+        except SlidebankError as exc:
+            print(exc, file=sys.stderr)
+            sys.exit(2)
+        return
+    host, port, *flags = arguments
+    _run_worker(settings, host, int(port), "--access-log" in flags)
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

@@ -413,3 +413,16 @@ def test_reader_limits(source_dicom: Path, source: Dataset) -> None:
         read(data, ImportLimits(max_text=4))
     with pytest.raises(InvalidInput, match=f"is larger than the limit of {len(data) - 1} bytes"):
         read(data, ImportLimits(max_bytes=len(data) - 1))
+
+
+def test_the_registry_names_the_dicom_format_as_its_module_does() -> None:
+    from slidebank.annotations.formats import dicom_ann, registry
+
+    writer = registry.writer_for("dicom-ann")
+    assert (writer.name, writer.media_type, writer.suffix) == (
+        dicom_ann.writer.name,
+        dicom_ann.writer.media_type,
+        dicom_ann.writer.suffix,
+    )
+    assert registry.reader_for("dicom-ann", b"", "x").name == dicom_ann.reader.name
+    assert not registry.READERS["dicom-ann"].sniff(b"\0" * 128 + b"XXXX")

@@ -2,14 +2,63 @@
 
 from __future__ import annotations
 
-from slidebank.annotations.formats import asap, dicom_ann, dsa, geojson, imagescope
-from slidebank.annotations.formats.base import AnnotationReader, AnnotationWriter
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
+
+from slidebank.annotations.formats import asap, dsa, geojson, imagescope
+from slidebank.annotations.formats.base import (
+    AnnotationReader,
+    AnnotationWriter,
+    ExportContext,
+    ImportLimits,
+    LabelStyle,
+    Parsed,
+)
+from slidebank.annotations.model import Annotation
 from slidebank.errors import InvalidInput
 
 SNIFF_BYTES = 65_536
+
+
+# DICOM annotations need highdicom (about 21 MB of memory once imported), which every process
+# that knows the formats (each server worker) would otherwise carry: the module is imported
+# on first use, and a file without DICOM's "DICM" prefix is turned down without it.
+class _DicomAnnReader:
+    name = "dicom-ann"
+
+    def sniff(self, head: bytes) -> bool:
+        if head[128:132] != b"DICM":
+            return False
+        from slidebank.annotations.formats import dicom_ann
+
+        return dicom_ann.reader.sniff(head)
+
+    def read(
+        self,
+        source: BinaryIO,
+        filename: str,
+        limits: ImportLimits,
+        classes: dict[str, LabelStyle],
+    ) -> Iterator[Parsed]:
+        from slidebank.annotations.formats import dicom_ann
+
+        return dicom_ann.reader.read(source, filename, limits, classes)
+
+
+class _DicomAnnWriter:
+    name = "dicom-ann"
+    media_type = "application/dicom"
+    suffix = ".dcm"
+
+    def write(self, items: Iterable[Annotation], out: BinaryIO, context: ExportContext) -> None:
+        from slidebank.annotations.formats import dicom_ann
+
+        dicom_ann.writer.write(items, out, context)
+
+
 # In sniffing order: the most specific first (GeoJSON would take any JSON with coordinates).
 READERS: dict[str, AnnotationReader] = {
-    "dicom-ann": dicom_ann.reader,
+    "dicom-ann": _DicomAnnReader(),
     "asap": asap.reader,
     "imagescope": imagescope.reader,
     "dsa": dsa.reader,
@@ -23,7 +72,7 @@ WRITERS: dict[str, AnnotationWriter] = {
     "asap": asap.writer,
     "imagescope": imagescope.writer,
     "dsa": dsa.writer,
-    "dicom-ann": dicom_ann.writer,
+    "dicom-ann": _DicomAnnWriter(),
 }
 IMPORT_FORMATS = ("auto", *READERS, *READER_ALIASES)
 

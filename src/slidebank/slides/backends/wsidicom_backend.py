@@ -14,7 +14,7 @@ from PIL import Image
 
 from slidebank.errors import CorruptSlide, NotFound
 from slidebank.geometry import Mpp, Point, Size
-from slidebank.slides.dicom_frames import FrameTable, frame_table, read_frame
+from slidebank.slides.dicom_frames import FrameTable, frame_table
 from slidebank.slides.model import AssociatedImageInfo, Level, RawTile, SlideInfo
 from slidebank.slides.reader import SlideReader
 from slidebank.slides.sniff import is_dicom
@@ -198,7 +198,7 @@ class WsiDicomReader(SlideReader):
         try:
             if frames is not None:
                 fd, table, columns = frames
-                data = read_frame(fd, table.frames[row * columns + column])
+                data = table.read(fd, row * columns + column)
             else:
                 data = self._wsi.read_encoded_tile(self._levels[level].level, (column, row))
         except Exception as exc:
