@@ -77,7 +77,12 @@ class Settings(BaseSettings):
     max_output_pixels: int = Field(
         default=25_000_000, ge=65_536, le=64 * 1024 * 1024, description="largest image rendered"
     )
-    open_slides: int = Field(default=64, ge=1, description="slides a server keeps open at once")
+    # Per server process. An open DICOM slide holds its parsed instance headers (about
+    # 0.6-1.2 MB for a small slide, measured): 64 of them in each of two workers took the
+    # server's process tree over 500 MB in benchmarks/tiles.py; reopening costs milliseconds.
+    open_slides: int = Field(
+        default=32, ge=1, description="slides a server process keeps open at once"
+    )
     open_slides_bytes: int = Field(
         default=256 * 1024 * 1024, ge=1024 * 1024, description="memory of slides kept open"
     )
