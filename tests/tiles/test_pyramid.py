@@ -94,19 +94,22 @@ def test_a_written_level_is_the_dicom_pydicom_would_write(tmp_path: Path) -> Non
     level = MissingLevel(2, Size(500, 350), Size(256, 256))
     rng = np.random.default_rng(7)
     tiles = [
-        simplejpeg.encode_jpeg(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8), quality=80)
+        simplejpeg.encode_jpeg(
+            rng.integers(0, 255, (256, 256, 3), dtype=np.uint8), quality=80, colorsubsampling="420"
+        )
         for _ in range(level.frames)
     ]
     uid = instance_uid("ab" * 32, 2)
     assert uid == instance_uid("ab" * 32, 2) != instance_uid("ab" * 32, 4)
     target = tmp_path / "level2.dcm"
-    write_level(template, target, level, iter(tiles), uid=uid, instance_number=7)
+    write_level(template, target, level, iter(tiles), uid=uid, instance_number=7, quality=80)
 
     written = pydicom.dcmread(target)
     assert written.SOPInstanceUID == written.file_meta.MediaStorageSOPInstanceUID == uid
     assert (written.TotalPixelMatrixColumns, written.TotalPixelMatrixRows) == (500, 350)
     assert written.NumberOfFrames == 4 and written.InstanceNumber == 7
     assert list(written.ImageType) == ["DERIVED", "PRIMARY", "VOLUME", "RESAMPLED"]
+    assert written.PhotometricInterpretation == "YBR_FULL_422"  # quality 80: chroma halved
     spacing = written.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
     assert [float(v) for v in spacing] == [0.0005, 0.001]
     padded = [t + b"\x00" if len(t) % 2 else t for t in tiles]
@@ -134,5 +137,6 @@ def test_a_short_tile_stream_writes_nothing(tmp_path: Path) -> None:
             iter([b"\xff\xd8\xff\xd9"]),
             uid="1.2",
             instance_number=2,
+            quality=80,
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["level0.dcm"]

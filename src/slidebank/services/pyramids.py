@@ -147,6 +147,7 @@ def _complete(
                     pyramid.rendered_tiles(reader, level, quality, workers),
                     uid=uid,
                     instance_number=numbers + index + 1,
+                    quality=quality,
                     progress=advance,
                 )
                 written.append((level, path))

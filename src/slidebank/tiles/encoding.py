@@ -51,9 +51,7 @@ def encode(
         array = luma(array)[:, :, None]
     if fmt == "jpeg":
         colorspace = "GRAY" if array.shape[2] == 1 else "RGB"
-        # 4:4:4 below quality 90 would cost size for no visible gain on tissue; 4:2:0 is what
-        # scanners store. Above 90 keep full chroma, as an explicit high quality asks.
-        subsampling = "444" if quality >= 90 else "420"
+        subsampling = "420" if chroma_subsampled(quality) else "444"
         return bytes(
             simplejpeg.encode_jpeg(
                 np.ascontiguousarray(array),
@@ -71,6 +69,13 @@ def encode(
     else:
         image.save(buffer, format="WEBP", quality=quality, method=2)
     return buffer.getvalue()
+
+
+def chroma_subsampled(quality: int) -> bool:
+    """Whether JPEG at ``quality`` halves the chroma (4:2:0). 4:4:4 below quality 90 would
+    cost size for no visible gain on tissue; 4:2:0 is what scanners store. From 90 up, full
+    chroma, as an explicit high quality asks."""
+    return quality < 90
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:

@@ -34,7 +34,7 @@ from slidebank.errors import InvalidInput
 from slidebank.geometry import Point, Size
 from slidebank.slides.model import SlideInfo
 from slidebank.slides.reader import SlideReader
-from slidebank.tiles.encoding import encode
+from slidebank.tiles.encoding import chroma_subsampled, encode
 from slidebank.tiles.rendering import SCALE_TOLERANCE, Region, render
 
 # Derived-image marks of PS3.3 C.8.12.4.1.1: the third value of a WSI level is VOLUME, the
@@ -129,10 +129,12 @@ def write_level(
     *,
     uid: str,
     instance_number: int,
+    quality: int,
     progress: Callable[[int], None] | None = None,
 ) -> None:
     """Write ``level`` as a DICOM WSI instance at ``target``, its header taken from the
-    level-0 instance ``template``; frames are spooled beside ``target`` while encoded."""
+    level-0 instance ``template``; frames (JPEG at ``quality``) are spooled beside ``target``
+    while encoded."""
     header = pydicom.dcmread(template, stop_before_pixels=True)
     if header.get("DimensionOrganizationType") != "TILED_FULL":
         raise InvalidInput(f"{template.name}: only TILED_FULL levels can be extended")
@@ -152,7 +154,7 @@ def write_level(
             if len(lengths) != level.frames:
                 raise InvalidInput(f"{level.frames} tiles expected, {len(lengths)} rendered")
             frames.flush()
-            _describe(header, level, uid, instance_number)
+            _describe(header, level, uid, instance_number, quality)
             # Offsets of each frame's item from the first item, as PS3.5 A.4 defines them.
             offsets = np.concatenate([[0], np.cumsum(np.asarray(lengths[:-1]) + ITEM_HEADER)])
             header.ExtendedOffsetTable = offsets.astype("<u8").tobytes()
@@ -180,7 +182,9 @@ def _append_pixel_data(out: BinaryIO, frames: BinaryIO, lengths: list[int]) -> N
     out.write(struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
 
 
-def _describe(header: pydicom.Dataset, level: MissingLevel, uid: str, number: int) -> None:
+def _describe(
+    header: pydicom.Dataset, level: MissingLevel, uid: str, number: int, quality: int
+) -> None:
     columns, rows = int(header.TotalPixelMatrixColumns), int(header.TotalPixelMatrixRows)
     header.SOPInstanceUID = UID(uid)
     header.file_meta.MediaStorageSOPInstanceUID = UID(uid)
@@ -190,12 +194,12 @@ def _describe(header: pydicom.Dataset, level: MissingLevel, uid: str, number: in
     header.TotalPixelMatrixColumns = level.size.width
     header.TotalPixelMatrixRows = level.size.height
     header.NumberOfFrames = level.frames
-    # encode() writes YCbCr JPEG with 4:2:0 chroma below quality 90 and 4:4:4 above.
-    header.PhotometricInterpretation = "YBR_FULL_422"
+    # encode() writes YCbCr JPEG, its chroma halved or not by the quality.
+    header.PhotometricInterpretation = "YBR_FULL_422" if chroma_subsampled(quality) else "YBR_FULL"
     header.LossyImageCompression = "01"
     header.LossyImageCompressionMethod = "ISO_10918_1"
     header.DerivationDescription = (
-        f"Downsampled {level.downsample}x from the stored levels (libjpeg-turbo DCT scaling)"
+        f"Downsampled {level.downsample}x from the stored levels by Slidebank"
     )
     if "LossyImageCompressionRatio" in header:
         del header.LossyImageCompressionRatio
