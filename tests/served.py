@@ -3,12 +3,17 @@ validator's test image, an application on it, and a real server on a loopback po
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import uvicorn
@@ -21,6 +26,8 @@ from slidebank.services import browsing, ingesting, samples
 from slidebank.services.repository import open_repository
 from slidebank.web.app import create_app
 from tests.helpers import iiif_validator_slide
+
+SLIDEBANK = Path(sys.executable).with_name("slidebank")
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,42 @@ def running_server(settings: Settings) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextmanager
+def serving_process(settings: Settings) -> Iterator[str]:
+    """``slidebank serve`` as users start it, in its own process, on a free loopback port;
+    yields its base URL. For tests that time the server: one in a thread shares the test
+    process's interpreter, and with it the test process's garbage collections."""
+    port = free_port()
+    environment = {**os.environ, "SLIDEBANK_HOME": str(settings.home)}
+    environment.pop("SLIDEBANK_DATABASE_URL", None)
+    if settings.database_url:
+        environment["SLIDEBANK_DATABASE_URL"] = settings.database_url
+    command = [str(SLIDEBANK), "serve", "--port", str(port)]
+    server = subprocess.Popen(
+        command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2):  # noqa: S310 - loopback
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    output = server.stdout.read().decode() if server.stdout else ""
+                    pytest.fail(f"slidebank serve did not start within 60 s:\n{output}")
+                time.sleep(0.1)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,7 @@ from slidebank.catalog.queries import SlideFilter
 from slidebank.config import Settings
 from slidebank.services import accounts, annotating, browsing, ingesting, samples
 from slidebank.services.repository import open_repository
-from tests.served import running_server
+from tests.served import serving_process
 from tests.web.test_browser import (
     ARTIFACTS,
     Problems,
@@ -141,7 +141,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         (demo,) = browsing.list_slides(repository, COMMAND_LINE, SlideFilter(dataset="demo"))
     finally:
         repository.close()
-    with running_server(settings) as url:
+    with serving_process(settings) as url:
         yield Site(url, settings, demo["id"])
 
 
