@@ -1310,7 +1310,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"slidebank pyramid: {done['skipped'] or done['added']} ({completion['seconds']} s)")
     stored_files = stored_content(slide_id)
     stored = slide_path
-    levels = catalogue_levels(slide_id) if completion["run"] else stored_levels(stored)
+    levels = catalogue_levels(slide_id)
+    if args.as_ingested and len(levels) != len(stored_levels(stored)):
+        raise SystemExit(
+            f"error: {slide_id} already has levels added by `slidebank pyramid`; for the "
+            f"slide as ingested, remove {HOME.relative_to(PROJECT_ROOT)} and run again"
+        )
     tile = levels[0].tile or 240
     pyramid = Pyramid(width, height, tile)
     log(

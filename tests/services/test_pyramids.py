@@ -38,11 +38,15 @@ def cmu_id(repository: Repository, cmu_small: Path) -> str:
     return public_id
 
 
-def _deepzoom_tiles(repository: Repository, public_id: str) -> dict[tuple[int, int, int], bytes]:
-    """Every whole (interior) tile of every DeepZoom level finer than one tile, as served."""
+Tile = tuple[int, int, int]
+
+
+def _deepzoom_tiles(repository: Repository, public_id: str) -> tuple[dict[Tile, bytes], set[Tile]]:
+    """Every whole (interior) tile of every DeepZoom level as served, and those of them that
+    were passed through from storage."""
     slides = OpenSlides(repository, max_open=2, max_bytes=1 << 30, decoded_cache_bytes=1 << 20)
     options = serving.ServingOptions.from_settings(repository.settings)
-    found = {}
+    found, stored = {}, set()
     try:
         with slides.using(public_id) as slide:
             zoom = slide.deepzoom
@@ -55,26 +59,12 @@ def _deepzoom_tiles(repository: Repository, public_id: str) -> dict[tuple[int, i
                             picture = serving.rendered_deepzoom_tile(
                                 slide, level, column, row, "jpeg", options
                             )
+                        else:
+                            stored.add((level, column, row))
                         found[(level, column, row)] = picture.data
     finally:
         slides.close()
-    return found
-
-
-def _served_from_storage(repository: Repository, public_id: str) -> set[tuple[int, int, int]]:
-    slides = OpenSlides(repository, max_open=2, max_bytes=1 << 30, decoded_cache_bytes=1 << 20)
-    try:
-        with slides.using(public_id) as slide:
-            zoom = slide.deepzoom
-            return {
-                (level, column, row)
-                for level in range(zoom.level_count)
-                for row in range(zoom.level_sizes[level].height // zoom.tile_size)
-                for column in range(zoom.level_sizes[level].width // zoom.tile_size)
-                if serving.stored_deepzoom_tile(slide, level, column, row, "jpeg") is not None
-            }
-    finally:
-        slides.close()
+    return found, stored
 
 
 @dataclass(frozen=True)
@@ -116,8 +106,7 @@ def test_missing_levels_are_stored_and_serve_the_bytes_rendered_before(
     repository: Repository, cmu_id: str
 ) -> None:
     before = _image(repository, cmu_id)
-    rendered = _deepzoom_tiles(repository, cmu_id)
-    passthrough_before = _served_from_storage(repository, cmu_id)
+    rendered, passthrough_before = _deepzoom_tiles(repository, cmu_id)
     assert before.levels == [1.0]
 
     done = pyramids.complete_pyramids(repository, COMMAND_LINE, [cmu_id], workers=2)
@@ -133,12 +122,11 @@ def test_missing_levels_are_stored_and_serve_the_bytes_rendered_before(
 
     # Every whole tile of the added levels now passes through, and is the very JPEG the
     # server rendered for that URL before.
-    passthrough_after = _served_from_storage(repository, cmu_id)
+    served, passthrough_after = _deepzoom_tiles(repository, cmu_id)
     gained = passthrough_after - passthrough_before
     zoom = DeepZoom(Size(2220, 2967), 240)
     at_added_scales = {tile for tile in rendered if zoom.scale(tile[0]) in (2, 4, 8)}
     assert gained == at_added_scales and len(gained) == 4 * 6 + 2 * 3 + 1
-    served = _deepzoom_tiles(repository, cmu_id)
     assert {tile: served[tile] for tile in gained} == {tile: rendered[tile] for tile in gained}
 
     # A standard reader sees one pyramid of four levels; its pixels match level 0 shrunk.

@@ -102,7 +102,15 @@ def test_a_written_level_is_the_dicom_pydicom_would_write(tmp_path: Path) -> Non
     uid = instance_uid("ab" * 32, 2)
     assert uid == instance_uid("ab" * 32, 2) != instance_uid("ab" * 32, 4)
     target = tmp_path / "level2.dcm"
-    write_level(template, target, level, iter(tiles), uid=uid, instance_number=7, quality=80)
+    write_level(
+        pydicom.dcmread(template, stop_before_pixels=True),
+        target,
+        level,
+        iter(tiles),
+        uid=uid,
+        instance_number=7,
+        quality=80,
+    )
 
     written = pydicom.dcmread(target)
     assert written.SOPInstanceUID == written.file_meta.MediaStorageSOPInstanceUID == uid
@@ -131,7 +139,7 @@ def test_a_short_tile_stream_writes_nothing(tmp_path: Path) -> None:
     level = MissingLevel(2, Size(500, 350), Size(256, 256))
     with pytest.raises(InvalidInput, match="4 tiles expected, 1 rendered"):
         write_level(
-            template,
+            pydicom.dcmread(template, stop_before_pixels=True),
             tmp_path / "out.dcm",
             level,
             iter([b"\xff\xd8\xff\xd9"]),

@@ -10,6 +10,7 @@ from typing import Any
 from slidebank.access.policy import Action, Principal, require
 from slidebank.access.principals import gate_of
 from slidebank.catalog import queries
+from slidebank.deid.identifiers import IdentifyingValue
 from slidebank.deid.proof import Verification, verify_files
 from slidebank.deid.pseudonyms import repository_key
 from slidebank.deid.report import read_report
@@ -58,13 +59,24 @@ def verify_slides(
     return checks
 
 
+def sealed_values(
+    repository: Repository, key: bytes, storage_key: str
+) -> list[IdentifyingValue] | None:
+    """The identifying values sealed beside a stored slide, what every later check of its
+    bytes scans for; None for a slide stored as it came (no de-identification report)."""
+    deid = repository.store.deid_dir(storage_key)
+    if read_report(deid) is None:
+        return None
+    return unseal(deid / SEALED_NAME, key, storage_key)
+
+
 def _verify_one(repository: Repository, key: bytes, public_id: str, storage_key: str) -> SlideCheck:
     store = repository.store
     deid = store.deid_dir(storage_key)
-    if read_report(deid) is None:
-        return SlideCheck(public_id, None, "stored as it came: no de-identification report")
     try:
-        values = unseal(deid / SEALED_NAME, key, storage_key)
+        values = sealed_values(repository, key, storage_key)
+        if values is None:
+            return SlideCheck(public_id, None, "stored as it came: no de-identification report")
         content = store.content_dir(storage_key)
     except SlidebankError as exc:
         return SlideCheck(public_id, None, str(exc))

@@ -13,10 +13,10 @@ which writes the same files again.
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,16 +29,14 @@ from slidebank.access.principals import gate_of
 from slidebank.catalog import dicom_queries, queries
 from slidebank.deid.proof import verify_files
 from slidebank.deid.pseudonyms import repository_key
-from slidebank.deid.report import read_report
-from slidebank.deid.sealed import SEALED_NAME, unseal
 from slidebank.errors import InvalidInput
 from slidebank.ingest.describe import describe
 from slidebank.ingest.dicom_index import describe_files
+from slidebank.services import deidentification
 from slidebank.services.repository import Repository
 from slidebank.slides import open_slide
+from slidebank.storage.copying import hash_file
 from slidebank.tiles import pyramid
-
-HASH_CHUNK = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -53,12 +51,7 @@ class Completed:
     """Why nothing was added (nothing missing, or not a DICOM slide)."""
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "added": self.added,
-            "seconds": self.seconds,
-            "skipped": self.skipped,
-        }
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -118,13 +111,12 @@ def _complete(
         missing = pyramid.missing_levels(reader.info)
         if not missing:
             return Completed(target.public_id, skipped="every power-of-two level is stored")
-        template = _level_zero_instance(paths, reader.info.dimensions.width)
-        organisation = pydicom.dcmread(template, stop_before_pixels=True).get(
-            "DimensionOrganizationType"
-        )
-        if organisation != "TILED_FULL":
+        headers = [pydicom.dcmread(path, stop_before_pixels=True) for path in paths]
+        template = _level_zero(headers, reader.info.dimensions.width, content)
+        if template.get("DimensionOrganizationType") != "TILED_FULL":
             # Sparse tiles (some DICOM sources) have no grid to halve; skip, so --all goes on.
             return Completed(target.public_id, skipped="level 0 is not TILED_FULL: no levels added")
+        last_number = max(int(header.get("InstanceNumber") or 0) for header in headers)
         total = sum(level.frames for level in missing)
         done = 0
 
@@ -136,7 +128,6 @@ def _complete(
 
         with store.stage() as staging:
             written: list[tuple[pyramid.MissingLevel, Path]] = []
-            numbers = _instance_numbers(paths)
             for index, level in enumerate(missing):
                 uid = pyramid.instance_uid(target.storage_key, level.downsample)
                 path = staging.content_path(f"{uid}.dcm")
@@ -146,43 +137,35 @@ def _complete(
                     level,
                     pyramid.rendered_tiles(reader, level, quality, workers),
                     uid=uid,
-                    instance_number=numbers + index + 1,
+                    instance_number=last_number + index + 1,
                     quality=quality,
                     progress=advance,
                 )
                 written.append((level, path))
             checksums = _checked(repository, target, [path for _, path in written])
             with store.registration_lock():
-                store.add_content(target.storage_key, staging)
+                store.add_content(target.storage_key, staging)  # written and fsynced above
                 added = _register(repository, principal, target, written, checksums)
     return Completed(target.public_id, added, round(time.perf_counter() - started, 3))
 
 
-def _level_zero_instance(paths: tuple[Path, ...], width: int) -> Path:
-    """The instance file of the full-resolution level (its header is the new levels')."""
-    for path in paths:
-        header = pydicom.dcmread(path, stop_before_pixels=True)
+def _level_zero(headers: Sequence[pydicom.Dataset], width: int, content: Path) -> pydicom.Dataset:
+    """The header of the full-resolution level's instance (the new levels' template)."""
+    for header in headers:
         image_type = [str(value) for value in header.get("ImageType", [])]
         volume = len(image_type) > 2 and image_type[2] == "VOLUME"
         if volume and int(header.get("TotalPixelMatrixColumns", 0)) == width:
-            return path
-    raise InvalidInput(f"{paths[0].parent}: no full-resolution VOLUME instance")
-
-
-def _instance_numbers(paths: tuple[Path, ...]) -> int:
-    return max(
-        (int(pydicom.dcmread(p, stop_before_pixels=True).get("InstanceNumber", 0) or 0))
-        for p in paths
-    )
+            return header
+    raise InvalidInput(f"{content}: no full-resolution VOLUME instance")
 
 
 def _checked(repository: Repository, target: _Target, paths: list[Path]) -> dict[str, str]:
     """The new files' SHA-256, after the de-identification check (when the slide has one):
     a finding stores nothing."""
-    deid = repository.store.deid_dir(target.storage_key)
-    if read_report(deid) is None:
-        return {path.name: _sha256(path) for path in paths}
-    values = unseal(deid / SEALED_NAME, repository_key(repository.settings), target.storage_key)
+    key = repository_key(repository.settings)
+    values = deidentification.sealed_values(repository, key, target.storage_key)
+    if values is None:
+        return {path.name: hash_file(path)[0] for path in paths}
     verification = verify_files(
         [(path.name, path) for path in paths],
         values,
@@ -251,11 +234,3 @@ def _register(
             detail={"levels": [entry["downsample"] for entry in added]},
         )
     return added
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()

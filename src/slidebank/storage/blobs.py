@@ -111,7 +111,7 @@ class BlobStore(Protocol):
 
     def delete(self, key: str) -> None: ...
 
-    def add_content(self, key: str, staging: Staging) -> list[str]: ...
+    def add_content(self, key: str, staging: Staging) -> None: ...
 
     def iter_keys(self) -> Iterator[str]: ...
 
@@ -211,20 +211,16 @@ class LocalBlobStore:
         finally:
             os.close(fd)
 
-    def add_content(self, key: str, staging: Staging) -> list[str]:
-        """Move the files staged in ``staging.content`` into the stored object ``key`` (derived
-        files such as added pyramid levels), one rename each, and return their names. Callers
-        hold the registration lock and list the files in the catalogue afterwards: a file
-        moved but not yet listed is never read, and the same file written again replaces it."""
+    def add_content(self, key: str, staging: Staging) -> None:
+        """Move the files staged in ``staging.content`` (written and fsynced by their writer,
+        as for ``prepare``) into the stored object ``key``: derived files such as added
+        pyramid levels, one rename each. Callers hold the registration lock and list the
+        files in the catalogue afterwards: a file moved but not yet listed is never read, and
+        the same file written again replaces it."""
         content = self.content_dir(key)
-        names = []
         for path in sorted(p for p in staging.content.iterdir() if p.is_file()):
-            with path.open("rb") as handle:
-                os.fsync(handle.fileno())
             path.replace(content / path.name)
-            names.append(path.name)
         _fsync_dir(content)
-        return names
 
     def delete(self, key: str) -> None:
         """Remove an object: renamed aside first so a crash never leaves half of one."""

@@ -16,6 +16,7 @@ written in bounded memory.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import struct
@@ -122,7 +123,7 @@ def instance_uid(checksum: str, downsample: int) -> str:
 
 
 def write_level(
-    template: Path,
+    template: pydicom.Dataset,
     target: Path,
     level: MissingLevel,
     tiles: Iterator[bytes],
@@ -132,14 +133,14 @@ def write_level(
     quality: int,
     progress: Callable[[int], None] | None = None,
 ) -> None:
-    """Write ``level`` as a DICOM WSI instance at ``target``, its header taken from the
-    level-0 instance ``template``; frames (JPEG at ``quality``) are spooled beside ``target``
-    while encoded."""
-    header = pydicom.dcmread(template, stop_before_pixels=True)
-    if header.get("DimensionOrganizationType") != "TILED_FULL":
-        raise InvalidInput(f"{template.name}: only TILED_FULL levels can be extended")
-    if (header.Columns, header.Rows) != (level.tile.width, level.tile.height):
-        raise InvalidInput(f"{template.name}: frames are not {level.tile.width} px tiles")
+    """Write ``level`` as a DICOM WSI instance at ``target``, its header a copy of the
+    level-0 instance's header ``template``; frames (JPEG at ``quality``) are spooled beside
+    ``target`` while encoded, and the file is fsynced."""
+    if template.get("DimensionOrganizationType") != "TILED_FULL":
+        raise InvalidInput(f"{target.name}: only TILED_FULL levels can be extended")
+    if (template.Columns, template.Rows) != (level.tile.width, level.tile.height):
+        raise InvalidInput(f"{target.name}: frames are not {level.tile.width} px tiles")
+    header = copy.deepcopy(template)
     spool = target.with_name(target.name + ".frames")
     lengths: list[int] = []
     try:
