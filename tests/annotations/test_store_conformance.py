@@ -3,6 +3,7 @@ SQLite and PostgreSQL, must give the same answers (and those of a brute-force ch
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -122,6 +123,34 @@ def test_viewport_queries_equal_a_brute_force_check(
         found = store.query([first], viewport)
         assert [_key(a) for a in found] == _brute(items, viewport)
         assert all(a.id is not None for a in found)
+
+
+def test_viewport_queries_at_slide_scale(
+    store_and_sets: tuple[AnnotationStore, int, int],
+) -> None:
+    """Sizes from a nucleus to a tissue region, over 60,000 px: every level of the spatial
+    index, boxes across its cell edges, windows from a few cells to most of the slide."""
+    store, first, _ = store_and_sets
+    rng = random.Random(11)
+    items = []
+    for number in range(1500):
+        x, y = rng.uniform(-500, 60_000), rng.uniform(-500, 60_000)
+        size = math.exp(rng.uniform(math.log(2), math.log(20_000)))
+        items.append(
+            Annotation(
+                box(x, y, x + size, y + size * rng.uniform(0.2, 1)), "rectangle", str(number % 3)
+            )
+        )
+    store.insert(first, items, IMPORT)
+    found_any = 0
+    for side in (100, 2048, 9000, 50_000):
+        for _ in range(10):
+            x0, y0 = rng.uniform(-1000, 60_000), rng.uniform(-1000, 60_000)
+            viewport = Viewport(x0, y0, x0 + side, y0 + side)
+            found = sorted(_key(a) for a in store.query([first], viewport))
+            assert found == sorted(_brute(items, viewport))
+            found_any += len(found)
+    assert found_any > 100
 
 
 def test_exact_intersection_after_the_bounding_box(

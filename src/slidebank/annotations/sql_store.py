@@ -1,8 +1,9 @@
 """The annotation store of the catalogue, on SQLite and PostgreSQL.
 
-The bounding box of every geometry is indexed (SQLite's R*Tree; a GiST index on a box
-expression in PostgreSQL), so a viewport query reads only candidates; exact intersection
-is then tested with shapely, vectorised over the candidates. Inserts go in batches, with
+The bounding box of every geometry is indexed (SQLite: its grid key, ``catalog/grid_keys.py``, in a
+B-tree index; PostgreSQL: a GiST index on a box expression), so a viewport query reads
+only candidates; exact intersection is then tested with shapely, vectorised over the
+candidates. Inserts go in batches, with
 geometry as WKB computed by shapely for the whole batch at once, written through the
 driver (``executemany`` on SQLite, ``COPY`` on PostgreSQL): SQLAlchemy's per-row parameter
 processing costs more than the database's own work at a million rows.
@@ -32,27 +33,27 @@ from slidebank.catalog.annotation_tables import (
     AnnotationRow,
 )
 from slidebank.catalog.database import Catalogue
+from slidebank.catalog.grid_keys import grid_keys, key_level, key_ranges
 from slidebank.errors import InvalidInput, NotFound
 
 BATCH = 10_000
 TABLE: Table = AnnotationRow.__table__  # type: ignore[assignment]
 COLUMNS = "a.id, a.shape, a.label, a.geometry, a.properties, a.measurements, a.confidence, a.number"
-WRITTEN = (
-    "id, set_id, shape, label, area, min_x, min_y, max_x, max_y, geometry, properties, "
-    "measurements, confidence, number, added_in"
-)
 # What a copied row keeps (revert): everything but id, set and revision.
 KEPT = (
     "shape, label, area, min_x, min_y, max_x, max_y, geometry, properties, measurements, "
-    "confidence, number"
+    "confidence, number, grid_key"
 )
+WRITTEN = f"id, set_id, {KEPT}, added_in"
 EMPTY_JSON = "{}"
 ANALYZE_AFTER = 50_000  # rows imported at once after which PostgreSQL re-reads statistics
-RTREE_STRIP = 512.0  # px: R*Tree rows go in by strips of this height, left to right
-# SQLite: the R*Tree drives window queries. Without the CROSS JOIN (which fixes SQLite's
-# join order) the planner, lacking statistics, walks the set's index instead, reading every
-# annotation of the set: 1.2 s instead of 1 ms for a screenful of a million-cell set.
-RTREE_FIRST = "annotation_rtree r CROSS JOIN annotations a ON a.id = r.id"
+# SQLite: the window's grid-key ranges drive the query, each one range scan of the
+# (set, grid key) index. The CROSS JOIN fixes SQLite's join order: without statistics its
+# planner may walk the set's other indexes instead, reading every annotation of the set.
+GRID_FIRST = (
+    "(VALUES {ranges}) r CROSS JOIN annotations a "
+    "ON a.set_id IN :set_ids AND a.grid_key BETWEEN r.column1 AND r.column2"
+)
 
 
 class _BackgroundWriter:
@@ -265,19 +266,8 @@ class SqlAnnotationStore:
         try:
             if self._sqlite:
                 cursor.executemany(
-                    f"INSERT INTO annotations ({WRITTEN}) VALUES ({', '.join('?' * 15)})",  # noqa: S608 - fixed columns
+                    f"INSERT INTO annotations ({WRITTEN}) VALUES ({', '.join('?' * 16)})",  # noqa: S608 - fixed columns
                     rows,
-                )
-                # Neighbours one after the other: the R*Tree splits and reinserts less
-                # (a quarter faster at a million rows than in random order).
-                boxes = sorted(
-                    ((row[0], row[5], row[7], row[6], row[8]) for row in rows),
-                    key=lambda box: (box[3] // RTREE_STRIP, box[1]),
-                )
-                cursor.executemany(
-                    "INSERT INTO annotation_rtree (id, min_x, max_x, min_y, max_y) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    boxes,
                 )
             else:
                 with cursor.copy(f"COPY annotations ({WRITTEN}) FROM STDIN") as copy:
@@ -401,13 +391,16 @@ class SqlAnnotationStore:
         if min_area is not None:
             where.append("a.area >= :min_area")
             params["min_area"] = min_area
-        source = RTREE_FIRST if self._sqlite else "annotations a"
-        statement = text(
-            f"SELECT {self._columns} FROM {source} WHERE {' AND '.join(where)} ORDER BY a.id"  # noqa: S608 - fixed fragments; values are bound
-        ).bindparams(bindparam("set_ids", expanding=True))
-        if labels is not None:
-            statement = statement.bindparams(bindparam("labels", expanding=True))
         with self._catalogue.reading() as session:
+            source = self._source(session, set_ids, viewport)
+            if source is None:
+                return []
+            statement = text(
+                f"SELECT {self._columns} FROM {source} WHERE {' AND '.join(where)} "  # noqa: S608 - fixed fragments and integers; values are bound
+                "ORDER BY a.id"
+            ).bindparams(bindparam("set_ids", expanding=True))
+            if labels is not None:
+                statement = statement.bindparams(bindparam("labels", expanding=True))
             rows = session.execute(statement, params).all()
         if not rows:
             return []
@@ -419,9 +412,26 @@ class SqlAnnotationStore:
         seen: dict[str, Any] = {}
         return [_annotation(rows[int(i)], geometries[int(i)], seen) for i in hits]
 
+    def _source(self, session: Session, set_ids: Sequence[int], viewport: Viewport) -> str | None:
+        """The FROM clause of a window query; None when the sets hold no annotations. On
+        SQLite, the grid-key ranges of the window, up to the sets' coarsest level."""
+        if not self._sqlite:
+            return "annotations a"
+        tops = [
+            session.scalar(
+                text("SELECT max(grid_key) FROM annotations WHERE set_id = :s"), {"s": set_id}
+            )
+            for set_id in set_ids
+        ]
+        top = max((key_level(int(key)) for key in tops if key is not None), default=None)
+        if top is None:
+            return None
+        ranges = key_ranges(viewport.x0, viewport.y0, viewport.x1, viewport.y1, top)
+        return GRID_FIRST.format(ranges=", ".join(f"({low}, {high})" for low, high in ranges))
+
     def _box_clause(self) -> str:
         if self._sqlite:
-            return "r.min_x <= :x1 AND r.max_x >= :x0 AND r.min_y <= :y1 AND r.max_y >= :y0"
+            return "a.min_x <= :x1 AND a.max_x >= :x0 AND a.min_y <= :y1 AND a.max_y >= :y0"
         return (
             "box(point(a.min_x, a.min_y), point(a.max_x, a.max_y)) "
             "&& box(point(:x0, :y0), point(:x1, :y1))"
@@ -444,14 +454,6 @@ class SqlAnnotationStore:
         to_int = "CAST({} AS INTEGER)" if self._sqlite else "CAST(floor({}) AS INTEGER)"
         column = to_int.format(f"({centre_x} - :x0) / :cell")
         row = to_int.format(f"({centre_y} - :y0) / :cell")
-        source = RTREE_FIRST if self._sqlite else "annotations a"
-        statement = text(
-            f"SELECT {column} AS cx, {row} AS cy, count(*) AS n FROM {source} "  # noqa: S608 - fixed fragments; values are bound
-            f"WHERE a.set_id IN :set_ids AND a.removed_in IS NULL AND {self._box_clause()} "
-            f"AND {centre_x} >= :x0 AND {centre_x} < :x1 "
-            f"AND {centre_y} >= :y0 AND {centre_y} < :y1 "
-            "GROUP BY cx, cy"
-        ).bindparams(bindparam("set_ids", expanding=True))
         params = {
             "set_ids": list(set_ids),
             "x0": viewport.x0,
@@ -461,6 +463,16 @@ class SqlAnnotationStore:
             "cell": cell,
         }
         with self._catalogue.reading() as session:
+            source = self._source(session, set_ids, viewport)
+            if source is None:
+                return {}
+            statement = text(
+                f"SELECT {column} AS cx, {row} AS cy, count(*) AS n FROM {source} "  # noqa: S608 - fixed fragments and integers; values are bound
+                f"WHERE a.set_id IN :set_ids AND a.removed_in IS NULL AND {self._box_clause()} "
+                f"AND {centre_x} >= :x0 AND {centre_x} < :x1 "
+                f"AND {centre_y} >= :y0 AND {centre_y} < :y1 "
+                "GROUP BY cx, cy"
+            ).bindparams(bindparam("set_ids", expanding=True))
             return {(int(r.cx), int(r.cy)): int(r.n) for r in session.execute(statement, params)}
 
     def _density_from_cells(
@@ -556,6 +568,7 @@ def _rows(
         raise InvalidInput(f"annotation {numbers[index]}: empty geometry")
     wkb = shapely.to_wkb(geometries)
     areas = shapely.area(geometries).tolist()
+    keys = grid_keys(bounds).tolist()
     box = bounds.tolist()
     texts: dict[int, str] = {}  # readers share equal values between annotations: encode once
 
@@ -578,6 +591,7 @@ def _rows(
             _text(item.measurements),
             item.confidence,
             numbers[i],
+            keys[i],
             revision,
         )
         for i, item in enumerate(batch)

@@ -1,5 +1,6 @@
 """Annotation sets and their annotations: geometry as WKB with its bounding box, which the
-spatial index covers (SQLite's built-in R*Tree; a GiST index on a box in PostgreSQL)."""
+spatial index covers (SQLite: grid keys in a B-tree index; PostgreSQL: a GiST index on a
+box)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Float,
     ForeignKey,
@@ -73,6 +75,10 @@ class AnnotationRow(Base):
     """The set's revision that made this version."""
     removed_in: Mapped[int | None] = mapped_column(Integer, nullable=True)
     """The set's revision that edited or deleted it; ``None`` while it is current."""
+    grid_key: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """The bounding box's cell in the hierarchy of grids of ``grid_keys`` (SQLite's
+    spatial index, with the set); set by every write, and for older rows by migration
+    0007."""
 
 
 class AnnotationRevision(Base):
@@ -132,17 +138,9 @@ class LabelClass(Base):
     code_meaning: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
-# Spatial index objects made by migration 0004 outside the models (SQLite's R*Tree virtual
-# table with its shadow tables; PostgreSQL's expression index on a box).
-SPATIAL_INDEX_OBJECTS = frozenset(
-    {
-        "annotation_rtree",
-        "annotation_rtree_node",
-        "annotation_rtree_parent",
-        "annotation_rtree_rowid",
-        "ix_annotations_box",
-    }
-)
+# Spatial indexes made by migrations outside the models, one per dialect: SQLite's index
+# of grid keys (0007), PostgreSQL's expression index on a box (0004).
+SPATIAL_INDEX_OBJECTS = frozenset({"ix_annotations_grid", "ix_annotations_box"})
 
 
 def described_by_models(_: object, name: str | None, __: str, ___: bool, ____: object) -> bool:
