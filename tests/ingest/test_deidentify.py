@@ -248,3 +248,24 @@ def test_originals_are_kept_only_when_asked_and_apart_from_the_content(
             }
         finally:
             repository.close()
+
+
+def test_overview_is_stored_only_when_asked_and_the_label_never(
+    tmp_path: Path, cmu_small: Path
+) -> None:
+    repository = open_repository(Settings(home=tmp_path / "keep-overview", keep_overview=True))
+    try:
+        public_id = _ingest_one(repository, [cmu_small])
+        _, folder = _stored(repository, public_id)
+        kinds = [
+            pydicom.dcmread(path, stop_before_pixels=True).ImageType[2]
+            for path in sorted((folder / "content").iterdir())
+        ]
+        assert sorted(kinds) == ["OVERVIEW", "THUMBNAIL", "VOLUME"]
+        numbers = sorted(
+            int(pydicom.dcmread(path, stop_before_pixels=True).InstanceNumber)
+            for path in (folder / "content").iterdir()
+        )
+        assert len(set(numbers)) == len(numbers)  # each instance numbered apart
+    finally:
+        repository.close()

@@ -50,11 +50,15 @@ PASSTHROUGH_WORKERS = 1
 # asks for more (an NDPI level stored as one frame asks for a whole row). Left to the
 # source, SVS asks for 1 tile (wsidicom makes it 2), and the per-batch overhead of
 # wsidicom's thread pipeline (futures, queues) made the 2 GB SVS convert in 10-20 s instead
-# of about 4 s. Larger batches cost memory: each level's queue holds up to 100 batches, and
-# the queues fill at once (writing is the slowest stage). Ingest of the 2 GB SVS with 16/32/64
-# tiles: 10.3/9.8/9.3 s, peak RSS 310/350/460 MB. Transcoding sources keep their own batch
+# of about 4 s. Larger batches cost memory (queued batches, below). Ingest of the 2 GB SVS with
+# 16/32/64 tiles and queues of 100 batches: 10.3/9.8/9.3 s, peak RSS 310/350/460 MB.
+# Transcoding sources keep their own batch
 # size: there a batch is decoded pixels (32 decoded 512 px tiles are 25 MB).
 PASSTHROUGH_CHUNK_TILES = 32
+# Batches each level's queue may hold (wsidicom's default is 100). Writing is the slowest
+# stage, so the queues stay full: ingest of the 1.8 GB SVS of the tiles benchmark peaked at
+# 344-352 MB with 100 and 275 MB with 4, 8 or 16, in the same time (10-17 s, noisy).
+QUEUED_BATCHES = 8
 # How often converted files are written back to disk while the conversion runs.
 WRITE_BACK_SECONDS = 0.5
 
@@ -202,14 +206,13 @@ def _dicomize(
                     uid_generator=uids,
                 ) as wsi:
                     through = _passes_through(wsi)
-                    written = wsi.save(
+                    written = _save(
+                        wsi,
                         target,
                         uids,
                         workers=PASSTHROUGH_WORKERS if through else options.workers,
                         chunk_size=_chunk_size(wsi) if through else None,
-                        offset_table=OFFSET_TABLE,
-                        include_labels=False,
-                        include_overviews=options.keep_overview,
+                        keep_overview=options.keep_overview,
                     )
         except Exception as exc:  # each source refuses in its own way; the next may read it
             errors.append(f"{source}: {exc}")
@@ -222,6 +225,57 @@ def _dicomize(
             method=f"wsidicomizer ({source})",
         )
     raise UnsupportedFormat(f"{path}: cannot convert to DICOM WSI ({'; '.join(errors)})")
+
+
+def _save(
+    wsi: Any,
+    target: Path,
+    uids: Any,
+    *,
+    workers: int,
+    chunk_size: int | None,
+    keep_overview: bool,
+) -> list[Any]:
+    """What ``WsiDicom.save`` writes for us (every pyramid with its thumbnails, the overview
+    when kept, never the label), through wsidicom's writers directly: ``save`` leaves each
+    level's queue of batches at 100, which its arguments cannot change."""
+    from wsidicom.file.file_writer import GroupFileWriter, PyramidFileWriter
+    from wsidicom.file.io import OffsetTableType
+
+    offsets = OffsetTableType.from_string(OFFSET_TABLE)
+    written: list[Any] = []
+
+    def write_group(group: Any) -> None:
+        written.extend(
+            GroupFileWriter(
+                group=group,
+                output_path=target,
+                uid_generator=uids,
+                transcoder=None,
+                force_transcoding=False,
+                offset_table=offsets,
+                instance_number_start=len(written),
+            ).write()
+        )
+
+    for pyramid in wsi.pyramids:
+        written += PyramidFileWriter(
+            pyramid=pyramid,
+            output_path=target,
+            uid_generator=uids,
+            max_threads=workers,
+            offset_table=offsets,
+            add_missing_levels=False,  # as save does; `slidebank pyramid` adds them later
+            instance_number_start=len(written),
+            chunk_size=chunk_size,
+            queue_maxsize=QUEUED_BATCHES,
+        ).write()
+        for group in pyramid.thumbnails.groups if pyramid.thumbnails is not None else []:
+            write_group(group)
+    if keep_overview and wsi.overviews is not None:
+        for group in wsi.overviews:
+            write_group(group)
+    return written
 
 
 def _passes_through(wsi: Any) -> bool:
