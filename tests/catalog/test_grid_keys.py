@@ -83,3 +83,16 @@ def test_far_coordinates_are_still_found() -> None:
     keys = grid_keys(boxes)
     assert _in_ranges(keys, key_ranges(-1e12, -1e12, -1e12 + 10, -1e12 + 10, 0))[0]
     assert _in_ranges(keys, key_ranges(1e12, 1e12, 1e12 + 10, 1e12 + 10, 0))[1]
+
+
+def test_boxes_larger_than_the_coarsest_cells_are_found_anywhere_they_reach() -> None:
+    huge = np.array([[0.0, 0.0, 1e15, 1e15]])
+    keys = grid_keys(huge)
+    assert key_level(int(keys[0])) == TOP_LEVEL
+    assert _in_ranges(keys, key_ranges(5e14, 5e14, 5e14 + 10, 5e14 + 10, TOP_LEVEL))[0]
+
+
+def test_a_box_just_over_a_cell_goes_one_level_up() -> None:
+    side = np.nextafter(BASE_CELL * 4, np.inf)  # one ulp over 1,024 px
+    keys = grid_keys(np.array([[0.0, 0.0, side, 1.0]]))
+    assert key_level(int(keys[0])) == 3

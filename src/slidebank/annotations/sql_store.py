@@ -1,12 +1,12 @@
 """The annotation store of the catalogue, on SQLite and PostgreSQL.
 
-The bounding box of every geometry is indexed (SQLite: its grid key, ``catalog/grid_keys.py``, in a
-B-tree index; PostgreSQL: a GiST index on a box expression), so a viewport query reads
+The bounding box of every geometry is indexed (SQLite: its grid key, ``catalog/grid_keys``,
+in a B-tree index; PostgreSQL: a GiST index on a box expression), so a viewport query reads
 only candidates; exact intersection is then tested with shapely, vectorised over the
-candidates. Inserts go in batches, with
-geometry as WKB computed by shapely for the whole batch at once, written through the
-driver (``executemany`` on SQLite, ``COPY`` on PostgreSQL): SQLAlchemy's per-row parameter
-processing costs more than the database's own work at a million rows.
+candidates. Inserts go in batches, with geometry as WKB computed by shapely for the whole
+batch at once, written through the driver (``executemany`` on SQLite, ``COPY`` on
+PostgreSQL): SQLAlchemy's per-row parameter processing costs more than the database's own
+work at a million rows.
 """
 
 from __future__ import annotations

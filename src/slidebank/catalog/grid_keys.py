@@ -24,7 +24,8 @@ import numpy as np
 BASE_CELL = 256.0
 """Side (level-0 px) of the finest grid's cells: a nucleus fits in one."""
 TOP_LEVEL = 24
-"""Coarsest grid: cells of 256 × 2**24 px (4.3 billion px), larger than any slide."""
+"""Coarsest grid: cells of 256 × 2**24 px (4.3 billion px), larger than any slide; what is
+larger still is kept there too, and every window reads that whole level."""
 _AXIS_BITS = 26
 _OFFSET = 1 << (_AXIS_BITS - 1)  # cells left of or above the origin still get a key >= 0
 _AXIS_MASK = (1 << _AXIS_BITS) - 1
@@ -38,8 +39,9 @@ def grid_keys(bounds: np.ndarray) -> np.ndarray:
     """The key of each box of ``bounds`` (rows of min_x, min_y, max_x, max_y)."""
     bounds = np.asarray(bounds, dtype=np.float64).reshape(-1, 4)
     size = np.maximum(bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1])
-    level = np.ceil(np.log2(np.maximum(size, 1.0) / BASE_CELL))
-    level = np.clip(level, 0, TOP_LEVEL).astype(np.int64)
+    level = np.clip(np.ceil(np.log2(np.maximum(size, 1.0) / BASE_CELL)), 0, TOP_LEVEL)
+    # log2 may round a size just above a cell's side down onto it: one level up then.
+    level = np.minimum(level + (size > BASE_CELL * np.exp2(level)), TOP_LEVEL).astype(np.int64)
     cell = BASE_CELL * np.exp2(level)
     column = _axis(np.floor(bounds[:, 0] / cell))
     row = _axis(np.floor(bounds[:, 1] / cell))
@@ -70,6 +72,10 @@ def key_ranges(x0: float, y0: float, x1: float, y1: float, top_level: int) -> li
         first_row = _clipped(math.floor(y0 / cell) - 1)
         last_row = _clipped(math.floor(y1 / cell))
         start = level << _LEVEL_SHIFT
+        if level == TOP_LEVEL:
+            # Boxes larger than even these cells (absurd sizes) may span many: read them all.
+            ranges.append((start, start | (1 << _LEVEL_SHIFT) - 1))
+            continue
         if last_row - first_row >= ROWS_PER_RANGE:
             ranges.append(
                 (
