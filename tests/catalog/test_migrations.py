@@ -13,7 +13,6 @@ from sqlalchemy import inspect
 
 from slidebank.annotations.model import Viewport
 from slidebank.annotations.sql_store import SqlAnnotationStore
-from slidebank.catalog.annotation_tables import described_by_models
 from slidebank.catalog.database import Catalogue, alembic_config, current_revision, head_revision
 from slidebank.catalog.tables import Base
 
@@ -23,9 +22,7 @@ def test_migrated_schema_matches_the_models(database_url: str) -> None:
     catalogue.migrate()
     catalogue.migrate()  # a second run changes nothing
     with catalogue.engine.connect() as connection:
-        context = MigrationContext.configure(
-            connection, opts={"include_object": described_by_models}
-        )
+        context = MigrationContext.configure(connection)
         differences = compare_metadata(context, Base.metadata)
     assert differences == []
     assert current_revision(catalogue.engine) == head_revision(catalogue.engine)

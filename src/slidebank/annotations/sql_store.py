@@ -1,12 +1,11 @@
 """The annotation store of the catalogue, on SQLite and PostgreSQL.
 
-The bounding box of every geometry is indexed (SQLite: its grid key, ``catalog/grid_keys``,
-in a B-tree index; PostgreSQL: a GiST index on a box expression), so a viewport query reads
-only candidates; exact intersection is then tested with shapely, vectorised over the
-candidates. Inserts go in batches, with geometry as WKB computed by shapely for the whole
-batch at once, written through the driver (``executemany`` on SQLite, ``COPY`` on
-PostgreSQL): SQLAlchemy's per-row parameter processing costs more than the database's own
-work at a million rows.
+The bounding box of every geometry is indexed by its grid key (``catalog/grid_keys``) in a
+B-tree index, on both engines, so a viewport query reads only candidates; exact
+intersection is then tested with shapely, vectorised over the candidates. Inserts go in
+batches, with geometry as WKB computed by shapely for the whole batch at once, written
+through the driver (``executemany`` on SQLite, ``COPY`` on PostgreSQL): SQLAlchemy's
+per-row parameter processing costs more than the database's own work at a million rows.
 """
 
 from __future__ import annotations
@@ -47,10 +46,12 @@ KEPT = (
 WRITTEN = f"id, set_id, {KEPT}, added_in"
 EMPTY_JSON = "{}"
 ANALYZE_AFTER = 50_000  # rows imported at once after which PostgreSQL re-reads statistics
-# SQLite: the window's grid-key ranges drive the query, each one range scan of the
-# (set, grid key) index. The CROSS JOIN fixes SQLite's join order: without statistics its
-# planner may walk the set's other indexes instead, reading every annotation of the set.
-GRID_FIRST = (
+# The window's grid-key ranges drive the query, each one range scan of the (set, grid key)
+# index, written as each planner uses them. SQLite: the ranges as a VALUES table, CROSS JOIN
+# fixing the join order (as an OR of ranges, it used the set alone: 228 ms instead of 0.9 ms
+# for a screenful of a million cells). PostgreSQL: an OR of ranges, a bitmap OR of index
+# scans (joined to VALUES, it read the whole table: 130-180 ms instead of 1 ms).
+SQLITE_WINDOW = (
     "(VALUES {ranges}) r CROSS JOIN annotations a "
     "ON a.set_id IN :set_ids AND a.grid_key BETWEEN r.column1 AND r.column2"
 )
@@ -164,7 +165,7 @@ class SqlAnnotationStore:
                 count += len(batch)
         if not self._sqlite and count >= ANALYZE_AFTER:
             # Fresh statistics, or the planner keeps estimating the table as it was and
-            # reads a million rows by set instead of the window by the GiST index.
+            # reads a million rows by set instead of the window's key ranges.
             session.execute(text("ANALYZE annotations"))
         return self._record(session, set_id, revision, change, count, 0)
 
@@ -392,12 +393,13 @@ class SqlAnnotationStore:
             where.append("a.area >= :min_area")
             params["min_area"] = min_area
         with self._catalogue.reading() as session:
-            source = self._source(session, set_ids, viewport)
-            if source is None:
+            window = self._window(session, set_ids, viewport)
+            if window is None:
                 return []
+            source, ranges = window
             statement = text(
-                f"SELECT {self._columns} FROM {source} WHERE {' AND '.join(where)} "  # noqa: S608 - fixed fragments and integers; values are bound
-                "ORDER BY a.id"
+                f"SELECT {self._columns} FROM {source} WHERE {ranges} AND "  # noqa: S608 - fixed fragments and integers; values are bound
+                f"{' AND '.join(where)} ORDER BY a.id"
             ).bindparams(bindparam("set_ids", expanding=True))
             if labels is not None:
                 statement = statement.bindparams(bindparam("labels", expanding=True))
@@ -412,11 +414,11 @@ class SqlAnnotationStore:
         seen: dict[str, Any] = {}
         return [_annotation(rows[int(i)], geometries[int(i)], seen) for i in hits]
 
-    def _source(self, session: Session, set_ids: Sequence[int], viewport: Viewport) -> str | None:
-        """The FROM clause of a window query; None when the sets hold no annotations. On
-        SQLite, the grid-key ranges of the window, up to the sets' coarsest level."""
-        if not self._sqlite:
-            return "annotations a"
+    def _window(
+        self, session: Session, set_ids: Sequence[int], viewport: Viewport
+    ) -> tuple[str, str] | None:
+        """The FROM clause and the condition that read the window's grid-key ranges, up to
+        the sets' coarsest level; None when the sets hold no annotations."""
         tops = [
             session.scalar(
                 text("SELECT max(grid_key) FROM annotations WHERE set_id = :s"), {"s": set_id}
@@ -427,15 +429,16 @@ class SqlAnnotationStore:
         if top is None:
             return None
         ranges = key_ranges(viewport.x0, viewport.y0, viewport.x1, viewport.y1, top)
-        return GRID_FIRST.format(ranges=", ".join(f"({low}, {high})" for low, high in ranges))
-
-    def _box_clause(self) -> str:
+        # The ranges are integers made here: written into the statement, not bound.
         if self._sqlite:
-            return "a.min_x <= :x1 AND a.max_x >= :x0 AND a.min_y <= :y1 AND a.max_y >= :y0"
-        return (
-            "box(point(a.min_x, a.min_y), point(a.max_x, a.max_y)) "
-            "&& box(point(:x0, :y0), point(:x1, :y1))"
-        )
+            values = ", ".join(f"({low}, {high})" for low, high in ranges)
+            return SQLITE_WINDOW.format(ranges=values), "TRUE"
+        either = " OR ".join(f"a.grid_key BETWEEN {low} AND {high}" for low, high in ranges)
+        return "annotations a", f"({either})"
+
+    @staticmethod
+    def _box_clause() -> str:
+        return "a.min_x <= :x1 AND a.max_x >= :x0 AND a.min_y <= :y1 AND a.max_y >= :y0"
 
     def count_by_label(self, set_ids: Sequence[int], viewport: Viewport) -> dict[str | None, int]:
         return label_counts(self.query(set_ids, viewport))
@@ -463,12 +466,14 @@ class SqlAnnotationStore:
             "cell": cell,
         }
         with self._catalogue.reading() as session:
-            source = self._source(session, set_ids, viewport)
-            if source is None:
+            window = self._window(session, set_ids, viewport)
+            if window is None:
                 return {}
+            source, ranges = window
             statement = text(
                 f"SELECT {column} AS cx, {row} AS cy, count(*) AS n FROM {source} "  # noqa: S608 - fixed fragments and integers; values are bound
-                f"WHERE a.set_id IN :set_ids AND a.removed_in IS NULL AND {self._box_clause()} "
+                f"WHERE {ranges} AND a.set_id IN :set_ids AND a.removed_in IS NULL "
+                f"AND {self._box_clause()} "
                 f"AND {centre_x} >= :x0 AND {centre_x} < :x1 "
                 f"AND {centre_y} >= :y0 AND {centre_y} < :y1 "
                 "GROUP BY cx, cy"

@@ -1,6 +1,5 @@
 """Annotation sets and their annotations: geometry as WKB with its bounding box, which the
-spatial index covers (SQLite: grid keys in a B-tree index; PostgreSQL: a GiST index on a
-box)."""
+spatial index covers (grid keys in a B-tree index, on SQLite and PostgreSQL alike)."""
 
 from __future__ import annotations
 
@@ -52,6 +51,8 @@ class AnnotationRow(Base):
     __table_args__ = (
         Index("ix_annotations_set_label", "set_id", "label"),
         Index("ix_annotations_set_number", "set_id", "number"),
+        # The spatial index (``grid_keys``), on both engines.
+        Index("ix_annotations_grid", "set_id", "grid_key"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -76,9 +77,8 @@ class AnnotationRow(Base):
     removed_in: Mapped[int | None] = mapped_column(Integer, nullable=True)
     """The set's revision that edited or deleted it; ``None`` while it is current."""
     grid_key: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    """The bounding box's cell in the hierarchy of grids of ``grid_keys`` (SQLite's
-    spatial index, with the set); set by every write, and for older rows by migration
-    0007."""
+    """The bounding box's cell in the hierarchy of grids of ``grid_keys`` (the spatial
+    index, with the set); set by every write, and for older rows by migration 0007."""
 
 
 class AnnotationRevision(Base):
@@ -136,13 +136,3 @@ class LabelClass(Base):
     code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     """A coded concept, e.g. ``SCT:4421005``."""
     code_meaning: Mapped[str | None] = mapped_column(String(200), nullable=True)
-
-
-# Spatial indexes made by migrations outside the models, one per dialect: SQLite's index
-# of grid keys (0007), PostgreSQL's expression index on a box (0004).
-SPATIAL_INDEX_OBJECTS = frozenset({"ix_annotations_grid", "ix_annotations_box"})
-
-
-def described_by_models(_: object, name: str | None, __: str, ___: bool, ____: object) -> bool:
-    """Alembic ``include_object``: leave the spatial index objects out of comparisons."""
-    return name not in SPATIAL_INDEX_OBJECTS

@@ -1,4 +1,4 @@
-"""annotations: grid keys in a B-tree index replace SQLite's R*Tree
+"""annotations: grid keys in a B-tree index replace SQLite's R*Tree and PostgreSQL's GiST
 
 Revision ID: 0007
 Revises: 0006
@@ -22,14 +22,14 @@ BATCH = 10_000
 
 
 def upgrade() -> None:
-    sqlite = op.get_bind().dialect.name == "sqlite"
-    if sqlite:
+    if op.get_bind().dialect.name == "sqlite":
         op.execute("DROP TRIGGER IF EXISTS annotations_leave_rtree")
         op.execute("DROP TABLE IF EXISTS annotation_rtree")
+    else:
+        op.execute("DROP INDEX IF EXISTS ix_annotations_box")
     op.add_column("annotations", sa.Column("grid_key", sa.BigInteger(), nullable=True))
     _key_stored_rows()
-    if sqlite:
-        op.create_index("ix_annotations_grid", "annotations", ["set_id", "grid_key"])
+    op.create_index("ix_annotations_grid", "annotations", ["set_id", "grid_key"])
 
 
 def _key_stored_rows() -> None:
@@ -54,11 +54,14 @@ def _key_stored_rows() -> None:
 
 
 def downgrade() -> None:
-    sqlite = op.get_bind().dialect.name == "sqlite"
-    if sqlite:
-        op.drop_index("ix_annotations_grid", table_name="annotations")
+    op.drop_index("ix_annotations_grid", table_name="annotations")
     op.drop_column("annotations", "grid_key")
-    if sqlite:
+    if op.get_bind().dialect.name != "sqlite":
+        op.execute(
+            "CREATE INDEX ix_annotations_box ON annotations USING gist "
+            "(box(point(min_x, min_y), point(max_x, max_y)))"
+        )
+    else:
         op.execute(
             "CREATE VIRTUAL TABLE annotation_rtree USING rtree(id, min_x, max_x, min_y, max_y)"
         )
