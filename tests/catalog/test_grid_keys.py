@@ -93,6 +93,8 @@ def test_boxes_larger_than_the_coarsest_cells_are_found_anywhere_they_reach() ->
 
 
 def test_a_box_just_over_a_cell_goes_one_level_up() -> None:
-    side = np.nextafter(BASE_CELL * 4, np.inf)  # one ulp over 1,024 px
+    # One ulp over 4,096 px: log2(side / 256) rounds down to exactly 4, whose cells are
+    # 4,096 px, a hair too small for the box.
+    side = np.nextafter(BASE_CELL * 16, np.inf)
     keys = grid_keys(np.array([[0.0, 0.0, side, 1.0]]))
-    assert key_level(int(keys[0])) == 3
+    assert key_level(int(keys[0])) == 5
