@@ -1,10 +1,12 @@
-"""Small helpers for making bad inputs and inspecting a repository."""
+"""Small helpers for making bad inputs, inspecting a repository and stopping child processes."""
 
 from __future__ import annotations
 
 import shutil
 import struct
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -104,3 +106,13 @@ def pseudonym_in(settings: Settings, kind: str, value: str) -> str:
     from slidebank.deid.pseudonyms import Pseudonymizer, repository_key
 
     return Pseudonymizer(repository_key(settings)).pseudonym(kind, value)
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float) -> None:
+    """Terminate a child the test started; kill it if it has not ended within ``timeout``."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

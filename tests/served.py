@@ -25,7 +25,7 @@ from slidebank.config import Settings
 from slidebank.services import browsing, ingesting, samples
 from slidebank.services.repository import open_repository
 from slidebank.web.app import create_app
-from tests.helpers import iiif_validator_slide
+from tests.helpers import iiif_validator_slide, stop_process
 
 SLIDEBANK = Path(sys.executable).with_name("slidebank")
 
@@ -117,12 +117,7 @@ def serving_process(settings: Settings) -> Iterator[str]:
                 time.sleep(0.1)
         yield url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server, timeout=15)
 
 
 @pytest.fixture(scope="session")

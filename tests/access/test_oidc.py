@@ -34,6 +34,7 @@ from slidebank.access.oidc import (
     OidcProvider,
     PendingSignIn,
 )
+from tests.helpers import stop_process
 
 PROVIDER_DIR = Path(__file__).parent / "oidc_provider"
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -82,12 +83,7 @@ def issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield _wait_until_ready(process, stderr_path)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=5)
 
 
 def _wait_until_ready(process: subprocess.Popen[str], stderr_path: Path) -> str:
