@@ -10,8 +10,9 @@ tile row), written once as a QuPath GeoJSON FeatureCollection of detections (kep
 Measured in one run:
 
 - import: ``slidebank annotations import`` (the command a user runs: streamed parse,
-  checks, bulk insert) as a child process, wall time and peak RSS of the child, into a
-  fresh repository on SQLite and one on PostgreSQL;
+  checks, bulk insert; the file decoded by two worker processes) as a child process, wall
+  time and peak RSS of the child with its workers, into a fresh repository on SQLite and
+  one on PostgreSQL; on SQLite also decoded in the importing process alone (no workers);
 - baseline import: what the simple way costs — ``json.load`` of the whole file, one
   ``shapely.geometry.shape`` per feature, and the in-memory STRtree reference store (no
   database), in a child process, wall time and peak RSS;
@@ -34,6 +35,7 @@ median, 101 ms p99 on this machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -43,12 +45,14 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
@@ -121,18 +125,34 @@ def write_cells(path: Path, cells: int, side: int, seed: int = 1) -> None:
     partial.replace(path)
 
 
+def tree_rss(root: psutil.Process) -> int:
+    """Resident bytes of a process and all its descendants (an import's worker processes
+    count: the goal is for the whole import)."""
+    total = 0
+    for process in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):  # ended meanwhile
+            total += process.memory_info().rss
+    return total
+
+
 def child_run(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MB) and stdout of a child process."""
+    """Wall seconds, peak RSS (MB, the child's process tree, sampled every 100 ms) and stdout
+    of a child process."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - started
-    stdout = process.stdout.read().decode() if process.stdout else ""
-    stderr = process.stderr.read().decode() if process.stderr else ""
-    process.returncode = os.waitstatus_to_exitcode(status)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=err)
+        peak = 0
+        while process.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                peak = max(peak, tree_rss(psutil.Process(process.pid)))
+            time.sleep(0.1)
+        wall = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{stderr[-2000:]}")
-    return wall, usage.ru_maxrss / 1024, stdout
+    return wall, peak / 2**20, stdout
 
 
 def make_repository(work: Path, name: str, database_url: str | None, side: int) -> tuple[Path, str]:
@@ -250,6 +270,18 @@ print(json.dumps({"import_s": imported, "p50_ms": 1000 * statistics.median(times
 """
 
 
+def import_cells(
+    home: Path, url: str | None, slide: str, data: Path, workers: int | None = None
+) -> tuple[float, float, int]:
+    """Wall seconds and peak RSS (MB) of ``slidebank annotations import``, and the count."""
+    env = _env(home, url)
+    if workers is not None:
+        env["SLIDEBANK_ANNOTATION_IMPORT_WORKERS"] = str(workers)
+    command = [SLIDEBANK, "annotations", "import", slide, str(data), "--set", "cells"]
+    wall, rss, out = child_run([*command, "--kind", "automatic", "--json"], env)
+    return wall, rss, int(json.loads(out)["imported"])
+
+
 def postgres_url() -> str | None:
     """A fresh database on the local PostgreSQL, or None when there is none."""
     try:
@@ -311,28 +343,20 @@ def main() -> None:
     for name, url in databases:
         try:
             home, slide = make_repository(work, f"repo-{name}", url, side)
-            wall, rss, out = child_run(
-                [
-                    SLIDEBANK,
-                    "annotations",
-                    "import",
-                    slide,
-                    str(data),
-                    "--set",
-                    "cells",
-                    "--kind",
-                    "automatic",
-                    "--json",
-                ],
-                _env(home, url),
-            )
-            imported = json.loads(out)["imported"]
+            wall, rss, imported = import_cells(home, url, slide, data)
             figures = {
                 "import_s": wall,
                 "import_per_s": imported / wall,
                 "import_peak_rss_mb": rss,
                 **query_figures(home, url, slide, side, arguments.queries),
             }
+            if name == "sqlite":
+                # The same import decoded in the importing process alone, in a fresh
+                # repository: what the worker processes bring.
+                home, slide = make_repository(work, f"repo-{name}-one-process", url, side)
+                wall, rss, imported = import_cells(home, url, slide, data, workers=0)
+                figures["one_process_import_per_s"] = imported / wall
+                figures["one_process_import_peak_rss_mb"] = rss
             result["databases"][name] = figures
             print(name, json.dumps(figures, indent=1), file=sys.stderr)
         finally:

@@ -101,6 +101,21 @@ class Settings(BaseSettings):
         ge=1024,
         description="largest annotation file an import accepts (command line and API)",
     )
+    annotation_import_workers: int = Field(
+        default=2,
+        ge=0,
+        le=64,
+        description=(
+            "processes that decode a large annotation import while the importing process "
+            "writes it; 0 decodes in the importing process"
+        ),
+    )
+    annotation_parallel_import_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=0,
+        description="smallest annotation file decoded by worker processes (they take a "
+        "second to start)",
+    )
 
     session_hours: float = Field(
         default=12.0, gt=0, le=24 * 30, description="how long a browser sign-in lasts"

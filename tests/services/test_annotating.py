@@ -15,6 +15,7 @@ import shapely
 from sqlalchemy import func, select
 
 from slidebank.access.policy import COMMAND_LINE, Principal
+from slidebank.annotations.formats import geojson
 from slidebank.annotations.formats.registry import WRITERS
 from slidebank.annotations.model import Viewport
 from slidebank.catalog.annotation_tables import AnnotationRow, AnnotationSet, LabelClass
@@ -117,7 +118,66 @@ def test_an_import_stores_the_set_its_classes_and_an_audit_event(
     assert {f["properties"]["label"] for f in found["features"]} == {"Tumor"}
 
 
-def test_a_failed_import_stores_nothing(repository: Repository, world: dict[str, Any]) -> None:
+def _decode_in_workers(repository: Repository, workers: int) -> None:
+    """Imports of any size decoded by ``workers`` processes (0: in the importing one)."""
+    repository.settings.annotation_import_workers = workers
+    repository.settings.annotation_parallel_import_bytes = 0
+
+
+def test_an_import_decoded_in_worker_processes_stores_what_one_process_stores(
+    repository: Repository, world: dict[str, Any]
+) -> None:
+    features = [
+        _polygon(5 + (i % 140) * 15, 5 + (i // 140) * 15, 10, ("Tumor", "Stroma")[i % 2])
+        for i in range(9_000)
+    ]
+    features[17]["geometry"]["coordinates"] = [[[0, 0], [9, 9], [9, 0], [0, 9], [0, 0]]]
+    reports = {}
+    for workers in (2, 0):
+        _decode_in_workers(repository, workers)
+        reports[workers] = _import(repository, world, features, set_name=f"by {workers}")
+    parallel, single = reports[2], reports[0]
+    assert (parallel.imported, parallel.repaired, parallel.revision) == (9_000, 1, 1)
+    assert (single.imported, single.repaired, single.revision) == (9_000, 1, 1)
+    assert parallel.classes == ["Tumor", "Stroma"] and single.classes == []
+
+    def stored(report: Any) -> list[tuple[Any, ...]]:
+        return [
+            (a.number, a.shape, a.label, a.geometry.wkb, a.properties, a.measurements)
+            for a in annotating.stream_set(repository, world["ann"], report.set["id"])
+        ]
+
+    assert stored(parallel) == stored(single)
+    window = Viewport(0, 0, 400, 400)
+    counts = [
+        annotating.count_by_label(
+            repository, world["ann"], world["slide"], window, set_ids=[report.set["id"]]
+        )
+        for report in (parallel, single)
+    ]
+    assert counts[0] == counts[1] and sum(counts[0].values()) > 0
+
+
+def test_one_import_at_a_time_takes_the_worker_processes(repository: Repository) -> None:
+    _decode_in_workers(repository, 2)
+    source = io.BytesIO(_geojson([_point(1, 1)]).getvalue())
+    with (
+        annotating._decoding_workers(repository, geojson.reader, source) as first,
+        annotating._decoding_workers(repository, geojson.reader, source) as second,
+    ):
+        assert (first, second) == (2, 0)  # the second decodes in its own process
+    with annotating._decoding_workers(repository, geojson.reader, source) as again:
+        assert again == 2
+    repository.settings.annotation_parallel_import_bytes = len(source.getvalue()) + 1
+    with annotating._decoding_workers(repository, geojson.reader, source) as small:
+        assert small == 0
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["one process", "worker processes"])
+def test_a_failed_import_stores_nothing(
+    repository: Repository, world: dict[str, Any], workers: int
+) -> None:
+    _decode_in_workers(repository, workers)
     before = _stored(repository)
     broken = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0]]]}}
     broken["properties"] = {"name": "the bad one"}

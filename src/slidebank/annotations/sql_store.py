@@ -23,8 +23,10 @@ import shapely
 from sqlalchemy import Table, bindparam, delete, func, select, text
 from sqlalchemy.orm import Session
 
+from slidebank.annotations import stored_rows
 from slidebank.annotations.model import Annotation, Viewport
 from slidebank.annotations.store import Change, Diff, Revision, density_grid, label_counts
+from slidebank.annotations.stored_rows import PreparedBatch
 from slidebank.catalog.annotation_tables import (
     DENSITY_CELL,
     AnnotationCell,
@@ -32,7 +34,7 @@ from slidebank.catalog.annotation_tables import (
     AnnotationRow,
 )
 from slidebank.catalog.database import Catalogue
-from slidebank.catalog.grid_keys import grid_keys, key_level, key_ranges
+from slidebank.catalog.grid_keys import key_level, key_ranges
 from slidebank.errors import InvalidInput, NotFound
 
 BATCH = 10_000
@@ -44,7 +46,6 @@ KEPT = (
     "confidence, number, grid_key"
 )
 WRITTEN = f"id, set_id, {KEPT}, added_in"
-EMPTY_JSON = "{}"
 ANALYZE_AFTER = 50_000  # rows imported at once after which PostgreSQL re-reads statistics
 # The window's grid-key ranges drive the query, each one range scan of the (set, grid key)
 # index, written as each planner uses them. SQLite: the ranges as a VALUES table, CROSS JOIN
@@ -146,23 +147,31 @@ class SqlAnnotationStore:
     ) -> Revision:
         """One transaction for all batches (the caller's, when given): a failed import
         stores nothing."""
+        return self.insert_prepared(set_id, _prepared(annotations), change, session)
+
+    def insert_prepared(
+        self, set_id: int, batches: Iterable[PreparedBatch], change: Change, session: Any = None
+    ) -> Revision:
+        """``insert`` for batches already in the row form (``stored_rows.prepare``), which
+        a parallel import makes in other processes."""
         if session is None:
             with self._catalogue.transaction() as own:
-                return self._insert(own, set_id, annotations, change)
-        return self._insert(session, set_id, annotations, change)
+                return self._insert(own, set_id, batches, change)
+        return self._insert(session, set_id, batches, change)
 
     def _insert(
-        self, session: Session, set_id: int, annotations: Iterable[Annotation], change: Change
+        self, session: Session, set_id: int, batches: Iterable[PreparedBatch], change: Change
     ) -> Revision:
         revision = self._next_revision(session, set_id)
         next_id = self._next_id(session)
         number = self._next_number(session, set_id)
         count = 0
-        items = iter(annotations)
         with _BackgroundWriter(lambda rows: self._write(session, rows)) as writer:
-            while batch := list(islice(items, BATCH)):
+            for batch in batches:
+                if not len(batch):
+                    continue
                 numbers = range(number + count, number + count + len(batch))
-                writer.put(_rows(set_id, batch, next_id + count, numbers, revision))
+                writer.put(stored_rows.rows(set_id, batch, next_id + count, numbers, revision))
                 count += len(batch)
         if not self._sqlite and count >= ANALYZE_AFTER:
             # Fresh statistics, or the planner keeps estimating the table as it was and
@@ -197,7 +206,8 @@ class SqlAnnotationStore:
             added = [*add, *replace.values()]
             numbers = [*range(start, start + len(add)), *replace]
             if added:
-                self._write(session, _rows(set_id, added, next_id, numbers, revision))
+                batch = stored_rows.prepare(added)
+                self._write(session, stored_rows.rows(set_id, batch, next_id, numbers, revision))
             return self._record(session, set_id, revision, change, len(added), len(ids))
 
     def _current_ids(self, session: Session, set_id: int, numbers: Sequence[int]) -> list[int]:
@@ -280,9 +290,10 @@ class SqlAnnotationStore:
             cursor.close()
 
     def _next_id(self, session: Session) -> int:
-        # Ids are given here, not by the database, so that the R*Tree rows (SQLite) can
-        # name them in the same batch. Writers are serialised (SQLite: BEGIN IMMEDIATE;
-        # PostgreSQL: the table lock taken by _next_revision), so no two take the same ids.
+        # Ids are given here, not by the database, so that a batch is written as it is
+        # (one COPY or executemany, no ids read back). Writers are serialised (SQLite:
+        # BEGIN IMMEDIATE; PostgreSQL: the table lock taken by _next_revision), so no two
+        # take the same ids.
         return int(session.scalar(select(func.coalesce(func.max(TABLE.c.id), 0))) or 0) + 1
 
     def _next_revision(self, session: Session, set_id: int) -> int:
@@ -538,6 +549,14 @@ def _on_cell_grid(viewport: Viewport, cell: float) -> bool:
     )
 
 
+def _prepared(annotations: Iterable[Annotation]) -> Iterator[PreparedBatch]:
+    items = iter(annotations)
+    start = 0
+    while batch := list(islice(items, BATCH)):
+        yield stored_rows.prepare(batch, first_number=start)
+        start += len(batch)
+
+
 def _cell_counts(rows: list[tuple[Any, ...]]) -> list[tuple[int, int, int, int]]:
     """(set, column, row, count) of the rows' bounding-box centres, per kept cell."""
     if not rows:
@@ -552,52 +571,7 @@ def _cell_counts(rows: list[tuple[Any, ...]]) -> list[tuple[int, int, int, int]]
 
 def _as_written(value: Any) -> Any:
     """A value read back as it is written (PostgreSQL's driver decodes JSON columns)."""
-    return _json(value) if isinstance(value, dict) else value
-
-
-def _json(value: Mapping[str, Any]) -> str:
-    return json.dumps(value, separators=(",", ":")) if value else EMPTY_JSON
-
-
-def _rows(
-    set_id: int, batch: list[Annotation], first_id: int, numbers: Sequence[int], revision: int
-) -> list[tuple[Any, ...]]:
-    """Rows in ``WRITTEN`` order; bounds, areas and WKB computed for the batch at once."""
-    geometries = np.array([a.geometry for a in batch], dtype=object)
-    bounds = shapely.bounds(geometries)
-    if np.isnan(bounds).any():
-        index = int(np.flatnonzero(np.isnan(bounds).any(axis=1))[0])
-        raise InvalidInput(f"annotation {numbers[index]}: empty geometry")
-    wkb = shapely.to_wkb(geometries)
-    areas = shapely.area(geometries).tolist()
-    keys = grid_keys(bounds).tolist()
-    box = bounds.tolist()
-    texts: dict[int, str] = {}  # readers share equal values between annotations: encode once
-
-    def _text(value: Mapping[str, Any]) -> str:
-        found = texts.get(id(value))
-        if found is None:
-            found = texts[id(value)] = _json(value)
-        return found
-
-    return [
-        (
-            first_id + i,
-            set_id,
-            item.shape,
-            item.label,
-            areas[i],
-            *box[i],
-            wkb[i],
-            _text(item.properties),
-            _text(item.measurements),
-            item.confidence,
-            numbers[i],
-            keys[i],
-            revision,
-        )
-        for i, item in enumerate(batch)
-    ]
+    return stored_rows.json_text(value) if isinstance(value, dict) else value
 
 
 def _revision(row: AnnotationRevision) -> Revision:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import io
 import json
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
@@ -24,8 +26,16 @@ from slidebank.access.clock import now
 from slidebank.access.policy import Action, Owner, Principal, decide, require
 from slidebank.access.principals import gate_of
 from slidebank.annotations.checking import CheckReport, Outside, checked
-from slidebank.annotations.formats.base import ExportContext, ImportLimits, LabelStyle, Parsed
+from slidebank.annotations.formats.base import (
+    AnnotationReader,
+    ExportContext,
+    ImportLimits,
+    LabelStyle,
+    Parsed,
+    PieceReader,
+)
 from slidebank.annotations.formats.registry import SNIFF_BYTES, reader_for, writer_for
+from slidebank.annotations.import_workers import ImportJob, prepared_in_workers
 from slidebank.annotations.model import SHAPES, Annotation, Viewport
 from slidebank.annotations.sql_store import SqlAnnotationStore
 from slidebank.annotations.store import Change, Revision
@@ -48,6 +58,10 @@ MAX_VIEWPORT_ANNOTATIONS = 20_000
 MAX_EDIT_ANNOTATIONS = 10_000
 MAX_DIFF_ROWS = 100_000
 HEX_COLOUR_LENGTH = 7
+
+
+# One import at a time in each process decodes in worker processes (``_decoding_workers``).
+_WORKER_IMPORTS = threading.BoundedSemaphore(1)
 
 
 @contextlib.contextmanager
@@ -288,17 +302,23 @@ def import_annotations(
         dataset = image.slide.dataset
         _require_write(principal, gate_of(dataset))
         annotation_set = _target_set(session, principal, image, set_name, kind, author)
-        items = checked(
-            reader.read(source, filename, limits, classes),
-            filename,
-            image.width,
-            image.height,
-            outside=outside,
-            report=report,
-        )
         change = _change(principal, "import", file=filename, format=reader.name)
-        with _collector_paused():
-            revision = _store(repository).insert(annotation_set.id, items, change, session=session)
+        store = _store(repository)
+        with _collector_paused(), _decoding_workers(repository, reader, source) as workers:
+            if workers and isinstance(reader, PieceReader):
+                job = ImportJob(reader.name, filename, limits, image.width, image.height, outside)
+                batches = prepared_in_workers(reader, source, job, workers, classes, report)
+                revision = store.insert_prepared(annotation_set.id, batches, change, session)
+            else:
+                items = checked(
+                    reader.read(source, filename, limits, classes),
+                    filename,
+                    image.width,
+                    image.height,
+                    outside=outside,
+                    report=report,
+                )
+                revision = store.insert(annotation_set.id, items, change, session=session)
         if revision.added == 0:
             raise InvalidInput(f"{filename}: holds no annotations to import")
         new_classes = _add_classes(session, dataset, classes)
@@ -335,6 +355,35 @@ def import_annotations(
             report.dropped,
             new_classes,
         )
+
+
+@contextlib.contextmanager
+def _decoding_workers(
+    repository: Repository, reader: AnnotationReader, source: BinaryIO
+) -> Iterator[int]:
+    """How many worker processes decode an import: none for a small file or a format read
+    only whole, nor while another import of this process has them (concurrent uploads to a
+    server must not start processes without bound)."""
+    settings = repository.settings
+    wanted = settings.annotation_import_workers
+    if (
+        not wanted
+        or not isinstance(reader, PieceReader)
+        or _size(source) < settings.annotation_parallel_import_bytes
+        or not _WORKER_IMPORTS.acquire(blocking=False)
+    ):
+        yield 0
+        return
+    try:
+        yield wanted
+    finally:
+        _WORKER_IMPORTS.release()
+
+
+def _size(source: BinaryIO) -> int:
+    size = source.seek(0, io.SEEK_END)
+    source.seek(0)
+    return size
 
 
 def _add_classes(session: Session, dataset: Dataset, found: Mapping[str, LabelStyle]) -> list[str]:

@@ -4,7 +4,9 @@ both writers, streaming in bounded memory, and untrusted input refused naming th
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import random
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -172,6 +174,7 @@ def test_collections_lists_single_features_and_bare_geometries() -> None:
         (b'[{"type": "Point", "coordinates": [1e999, 1]}]', "feature 0: not valid JSON"),
         (b'[{"type": "Point", "coordinates": [0, 0]} {"type": "Point"}]', "expected ','"),
         (b"\xff\xfe{}", "not UTF-8"),
+        (b'[{"type": "Point", "coordinates": [0, 0]}, 3]', "feature 1: not a GeoJSON object"),
     ],
 )
 def test_bad_input_is_refused_naming_the_feature(document: bytes, message: str) -> None:
@@ -233,3 +236,94 @@ def test_a_large_collection_streams_in_bounded_memory() -> None:
     # do not take four times the memory.
     assert large_peak < 1.5 * small_peak, (small_peak, large_peak)
     assert large_peak < 32 * 1024 * 1024, large_peak
+
+
+def _tricky_collection(cells: int) -> bytes:
+    """Cells whose names hold brackets, braces, quotes and runs of backslashes: what the
+    structure scan must not take for the file's own structure."""
+    names = ['a "quoted" }] name', "back\\slash\\", 'end\\"', "{[", "plain"]
+    features = [
+        {
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [float(i), float(i % 7)]},
+            "properties": {"name": f"{names[i % len(names)]} {i}", "classification": "T"},
+        }
+        for i in range(cells)
+    ]
+    return json.dumps({"type": "FeatureCollection", "features": features}).encode()
+
+
+def _reference_ends(window: bytes) -> tuple[list[int], list[int]]:
+    """The element ends found one character at a time, as the JSON grammar reads them."""
+    ends: list[int] = []
+    below: list[int] = []
+    depth, inside, escaped = 0, False, False
+    for offset, byte in enumerate(window):
+        character = chr(byte)
+        if inside:
+            if escaped:
+                escaped = False
+            elif character == "\\":
+                escaped = True
+            elif character == '"':
+                inside = False
+        elif character == '"':
+            inside = True
+        elif character in "{[":
+            depth += 1
+        elif character in "}]":
+            depth -= 1
+            if depth == 0:
+                ends.append(offset)
+            elif depth < 0:
+                below.append(offset)
+    return ends, below
+
+
+def test_the_structure_scan_agrees_with_the_grammar_on_strings_and_escapes() -> None:
+    rng = random.Random(7)
+    alphabet = ["a", "\\", '"', "{", "}", "[", "]", ",", ":", "\\\\", '\\"', "é"]
+
+    def value(depth: int = 0) -> Any:
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))
+        kind = rng.random()
+        if depth > 3 or kind < 0.3:
+            return text
+        if kind < 0.65:
+            return {f"{text}{n}": value(depth + 1) for n in range(rng.randint(0, 3))}
+        return [value(depth + 1) for _ in range(rng.randint(0, 3))]
+
+    for _ in range(500):
+        elements = [json.dumps([value()]) for _ in range(rng.randint(1, 5))]
+        window = (",".join(elements) + "] ,").encode()
+        ends, below = geojson._element_ends(window)
+        assert (list(ends), list(below)) == _reference_ends(window), window
+
+
+def test_reading_in_pieces_gives_what_reading_whole_gives() -> None:
+    data = _tricky_collection(40_000)  # several windows of the reader
+    assert len(data) > 3 * geojson.CHUNK
+    whole, whole_classes = _read(data)
+    pieces = list(geojson.reader.pieces(io.BytesIO(data), "file.geojson", ImportLimits()))
+    assert len(pieces) >= 3
+    assert [p.first_index for p in pieces] == [0, *itertools.accumulate(p.count for p in pieces)][
+        :-1
+    ]
+    classes: dict[str, LabelStyle] = {}
+    parts = [
+        parsed
+        for piece in pieces
+        for parsed in geojson.reader.read_piece(piece, "file.geojson", ImportLimits(), classes)
+    ]
+    assert classes == whole_classes == {"T": LabelStyle()}
+    assert [p.where for p in parts] == [p.where for p in whole]
+    assert [p.annotation.properties["name"] for p in parts][:5] == [
+        'a "quoted" }] name 0',
+        "back\\slash\\ 1",
+        'end\\" 2',
+        "{[ 3",
+        "plain 4",
+    ]
+    assert [p.annotation.geometry.wkb for p in parts] == [p.annotation.geometry.wkb for p in whole]
+    with pytest.raises(InvalidInput, match="more than 39,999 annotations"):
+        list(geojson.reader.pieces(io.BytesIO(data), "f", ImportLimits(max_annotations=39_999)))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from slidebank.annotations.model import Annotation
 
@@ -46,6 +46,18 @@ class Parsed:
     """Names the item in the file for messages, e.g. ``feature 12 ('Neutrophils 1')``."""
 
 
+@dataclass(frozen=True)
+class Piece:
+    """Whole items of a file, cut out of it without decoding them: what a parallel import
+    hands to another process (``PieceReader``)."""
+
+    first_index: int
+    """The first item's position in the file (for messages that name it)."""
+    count: int
+    """How many items the cut found (the decoder checks)."""
+    body: bytes
+
+
 class AnnotationReader(Protocol):
     name: str
     """The format's name on the command line and in the API (``qupath``, ``asap``, …)."""
@@ -63,6 +75,28 @@ class AnnotationReader(Protocol):
     ) -> Iterator[Parsed]:
         """The file's annotations in file order. Classes met are added to ``classes`` with
         what the file says about them."""
+        ...
+
+
+@runtime_checkable
+class PieceReader(AnnotationReader, Protocol):
+    """A reader whose files can be cut into pieces cheaply, each decoded on its own, so that
+    a big import decodes in several processes. ``read`` gives what ``read_piece`` gives
+    for each of ``pieces`` in turn."""
+
+    def pieces(self, source: BinaryIO, filename: str, limits: ImportLimits) -> Iterator[Piece]:
+        """The file cut into pieces, in file order; structure errors and the count limit
+        are raised here."""
+        ...
+
+    def read_piece(
+        self,
+        piece: Piece,
+        filename: str,
+        limits: ImportLimits,
+        classes: dict[str, LabelStyle],
+    ) -> list[Parsed]:
+        """The annotations of one piece, as ``read`` gives them."""
         ...
 
 
