@@ -130,6 +130,20 @@ def test_unknown_slide_is_a_clear_error(tmp_path: Path) -> None:
     assert "no slide with id 'sb-doesnotexist'" in result.stderr
 
 
+def test_errors_print_whole_whatever_the_names_in_them(tmp_path: Path) -> None:
+    """Names from users' files and arguments are text, never markup, and an error sent to a
+    file or pipe is one line however narrow the terminal it came from."""
+    named = tmp_path / "cells [bold] [@x] [link=y].geojson"
+    named.write_text('{"type": "FeatureCollection", "features": []}')
+    slide = "sb-[/x]-" + "n" * 90
+    result = run(
+        "annotations", "import", slide, named, home=tmp_path / "home", extra_env={"COLUMNS": "60"}
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr
+    assert f"error: no slide with id '{slide}'" in result.stderr
+
+
 def test_bad_option_values_are_refused(tmp_path: Path, cmu_small: Path) -> None:
     assert run("ingest", cmu_small, "--validation", "sloppy", home=tmp_path).returncode == 2
     assert run("list", "--limit", "0", home=tmp_path).returncode == 2

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -23,6 +24,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from slidebank.access.policy import COMMAND_LINE
 from slidebank.errors import SlidebankError
@@ -42,8 +44,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # Piped output (files, scripts) gets wide tables instead of an 80-column wrap.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False)
+# Markup off: messages carry names from users' files (a feature called "[/x]" made rich
+# raise instead of printing the error); styled words are built with Text. Errors are not
+# wrapped when they go to a file or pipe, so that a path in them stays whole.
+out = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, markup=False, soft_wrap=not sys.stderr.isatty())
 
 HomeOption = Annotated[
     Path | None,
@@ -81,7 +86,7 @@ def _opened(home: Path | None, database_url: str | None, **extra: Any) -> Iterat
 
 
 def _fail(exc: SlidebankError) -> typer.Exit:
-    err.print(f"[red]error:[/red] {exc}")
+    err.print(Text.assemble(("error:", "red"), f" {exc}"))
     return typer.Exit(1)
 
 
@@ -158,7 +163,7 @@ def ingest(
     else:
         _print_outcomes(report)
     for name in report.unused_sidecar_entries:
-        err.print(f"[yellow]note:[/yellow] sidecar entry {name!r} matched no slide")
+        err.print(Text.assemble(("note:", "yellow"), f" sidecar entry {name!r} matched no slide"))
     if report.failed:
         raise typer.Exit(1)
 
@@ -271,7 +276,7 @@ def show(
         out.print_json(json.dumps(record))
         return
     image = record["image"]
-    out.print(f"[bold]{record['id']}[/bold]  dataset {record['dataset']['short_name']}")
+    out.print(Text.assemble((record["id"], "bold"), f"  dataset {record['dataset']['short_name']}"))
     for section in ("case", "specimen", "block", "slide"):
         value = record[section]
         if value:
@@ -726,10 +731,14 @@ def audit_verify(
         )
     else:
         for finding in result.findings:
-            err.print(f"[red]row {finding.seq}:[/red] {finding.problem}")
-        verdict = "intact" if result.intact else "[red]BROKEN[/red]"
+            err.print(Text.assemble((f"row {finding.seq}:", "red"), f" {finding.problem}"))
+        verdict = Text("intact") if result.intact else Text("BROKEN", "red")
         out.print(
-            f"Audit trail {verdict}: {result.rows} rows; head {result.head_seq}:{result.head_hash}"
+            Text.assemble(
+                "Audit trail ",
+                verdict,
+                f": {result.rows} rows; head {result.head_seq}:{result.head_hash}",
+            )
         )
     if not result.intact:
         raise typer.Exit(1)
@@ -787,11 +796,15 @@ def deid_verify(
         for check in checks:
             if check.passed and check.verification is not None:
                 out.print(
-                    f"{check.id}: [green]clean[/green] ({check.verification.files} files, "
-                    f"{check.verification.bytes_scanned:,} bytes)"
+                    Text.assemble(
+                        f"{check.id}: ",
+                        ("clean", "green"),
+                        f" ({check.verification.files} files, "
+                        f"{check.verification.bytes_scanned:,} bytes)",
+                    )
                 )
                 continue
-            out.print(f"{check.id}: [red]FAILED[/red] {check.problem or ''}")
+            out.print(Text.assemble(f"{check.id}: ", ("FAILED", "red"), f" {check.problem or ''}"))
             for finding in check.verification.findings if check.verification else []:
                 out.print(
                     f"  {finding.field} in {finding.file} at byte {finding.offset} "
@@ -911,7 +924,8 @@ def annotations_import(
         file.open("rb") as source,
         Progress(transient=True, console=err) as bar,
     ):
-        task = bar.add_task(f"importing {file.name}", total=file.stat().st_size)
+        # The bar reads its description as markup: a file called "a[/b].json" must not crash it.
+        task = bar.add_task(f"importing {escape(file.name)}", total=file.stat().st_size)
         try:
             report = annotating.import_annotations(
                 repository,

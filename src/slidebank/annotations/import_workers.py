@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import signal
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -61,6 +62,9 @@ _job: ImportJob | None = None  # the import a worker process serves, set when it
 def _start_worker(job: ImportJob) -> None:
     global _job
     _job = job
+    # Ctrl-C at the command line reaches the whole process group: the importing process
+    # stops the import and its workers; a traceback from each worker would be noise.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The worker makes millions of short-lived dicts and lists, none in a cycle; the
     # collector would walk them again and again (as in the calling process, it waits).
     gc.disable()

@@ -66,7 +66,7 @@ def _element_ends(window: bytes) -> tuple[np.ndarray, np.ndarray]:
     the top level ends (the offset of its closing bracket), and where brackets close that
     were opened before the window (its enclosing array's ``]``).
 
-    Vectorised with numpy, over the structural bytes only (about one in eight of a cell
+    Vectorised with numpy, over the structural bytes only (about one in six of a cell
     file's): a Python loop over a 600 MB file would take minutes, and numpy over every
     byte took a third of an import's time in the process that writes it."""
     codes_everywhere = np.frombuffer(window.translate(STRUCTURAL), dtype=np.uint8)
