@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -13,9 +16,9 @@ import pytest
 from slidebank.annotations.checking import CheckReport, checked
 from slidebank.annotations.formats import geojson
 from slidebank.annotations.formats.base import ImportLimits, LabelStyle
-from slidebank.annotations.import_workers import ImportJob, prepared_in_workers
+from slidebank.annotations.import_workers import ImportJob, _result, prepared_in_workers
 from slidebank.annotations.stored_rows import PreparedBatch, prepare
-from slidebank.errors import InvalidInput
+from slidebank.errors import InvalidInput, SlidebankError
 
 WIDTH, HEIGHT = 17_965, 20_000  # cells reach x = 19,176: some clipped, some dropped
 
@@ -101,3 +104,11 @@ def test_the_first_error_in_the_file_is_the_one_raised() -> None:
         _in_workers(truncated)
     with pytest.raises(InvalidInput, match="the file ends inside"):
         _in_workers(_collection([_cell(i) for i in range(12_000)], tail=b""))
+
+
+def test_a_worker_that_dies_fails_the_import_with_a_clear_error() -> None:
+    job = ImportJob("geojson", "cells.geojson", ImportLimits(), WIDTH, HEIGHT, "clip")
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        dying = pool.submit(os._exit, 9)  # as the kernel's OOM killer would end it
+        with pytest.raises(SlidebankError, match=r"cells\.geojson: an import worker process"):
+            _result(dying, job)  # type: ignore[arg-type]  # it never returns
