@@ -54,7 +54,8 @@ def _deepzoom_tiles(repository: Repository, public_id: str) -> tuple[dict[Tile, 
                 size, t = zoom.level_sizes[level], zoom.tile_size
                 for row in range(size.height // t):
                     for column in range(size.width // t):
-                        picture = serving.stored_deepzoom_tile(slide, level, column, row, "jpeg")
+                        where = zoom.stored_tile(level, column, row)
+                        picture = serving.stored_deepzoom_tile(slide, where) if where else None
                         if picture is None:
                             picture = serving.rendered_deepzoom_tile(
                                 slide, level, column, row, "jpeg", options

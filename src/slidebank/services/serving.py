@@ -73,16 +73,9 @@ def deepzoom_tag(
     return f'"{slide.checksum[:24]}-{_version(slide, options)}-dz{level}-{column}-{row}-{fmt}"'
 
 
-def stored_deepzoom_tile(
-    slide: ServedSlide, level: int, column: int, row: int, fmt: ImageFormat
-) -> Picture | None:
-    """The tile's stored bytes when it is exactly a stored JPEG tile; else None. The caller
-    has checked that the tile exists (``DeepZoom.tile_region``)."""
-    if fmt != "jpeg":
-        return None
-    where = slide.deepzoom.stored_tile(level, column, row)
-    if where is None:
-        return None
+def stored_deepzoom_tile(slide: ServedSlide, where: tuple[int, int, int]) -> Picture | None:
+    """The stored bytes of the tile ``where`` (``DeepZoom.stored_tile``: a whole, aligned
+    stored tile) when they are a JPEG stream; else None."""
     tile = slide.reader.read_raw_tile(*where)
     if tile is None or tile.media_type != "image/jpeg":
         return None

@@ -51,6 +51,10 @@ class AppState:
         return self._gates
 
     async def gate(self, dataset_id: int) -> DatasetGate:
+        if time.monotonic() < self._gates_until:  # every tile asks: no coroutine for it
+            known = self._gates.get(dataset_id)
+            if known is not None:
+                return known
         gate = (await self._fresh_gates()).get(dataset_id)
         if gate is None:
             # A dataset made since the last load (an ingest running beside the server).

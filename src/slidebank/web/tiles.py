@@ -65,15 +65,15 @@ async def deepzoom_tile(request: Request) -> Response:
     state = app_state(request)
     slide = await state.acquire(request, params["slide_id"])
     try:
-        stored = fmt == "jpeg" and slide.deepzoom.stored_tile(level, column, row) is not None
-        if not stored:
+        where = slide.deepzoom.stored_tile(level, column, row) if fmt == "jpeg" else None
+        if where is None:
             slide.deepzoom.tile_region(level, column, row)  # NotFound outside the pyramid
         etag = serving.deepzoom_tag(slide, state.options, level, column, row, fmt)
         headers = cache_headers(request)
         cached = not_modified(request, etag, headers)
         if cached is not None:
             return cached
-        picture = serving.stored_deepzoom_tile(slide, level, column, row, fmt) if stored else None
+        picture = serving.stored_deepzoom_tile(slide, where) if where is not None else None
         if picture is None and fmt == "jpeg" and level in slide.quick_levels:
             picture = serving.rendered_deepzoom_tile(slide, level, column, row, fmt, state.options)
         elif picture is None:

@@ -51,6 +51,7 @@ class WsiDicomReader(SlideReader):
         self._levels = list(self._wsi.levels)
         self._frames_lock = threading.Lock()
         self._frame_tables: dict[int, tuple[int, FrameTable, int] | None] = {}
+        self._raw_sources: dict[int, tuple[str | None, tuple[int, FrameTable, int] | None]] = {}
         self._open_fds: list[int] = []
         self._uid_paths: dict[str, Path] | None = None
         if not self._levels:
@@ -190,11 +191,9 @@ class WsiDicomReader(SlideReader):
 
     def read_raw_tile(self, level: int, column: int, row: int) -> RawTile | None:
         self._check_tile(level, column, row)
-        image_data: Any = self._levels[level].default_instance.image_data
-        media_type = FRAME_MEDIA_TYPES.get(str(image_data.transfer_syntax))
+        media_type, frames = self._raw_source(level)
         if media_type is None:
             return None
-        frames = self._frames(level)
         try:
             if frames is not None:
                 fd, table, columns = frames
@@ -210,6 +209,16 @@ class WsiDicomReader(SlideReader):
             # stream itself is what the scanner wrote.
             data = data[:-1]
         return RawTile(data=bytes(data), media_type=media_type)
+
+    def _raw_source(self, level: int) -> tuple[str | None, tuple[int, FrameTable, int] | None]:
+        """A level's media type as stored and its frame table (``_frames``), looked up once:
+        this is on the path of every passthrough tile."""
+        found = self._raw_sources.get(level)
+        if found is None:
+            image_data: Any = self._levels[level].default_instance.image_data
+            media_type = FRAME_MEDIA_TYPES.get(str(image_data.transfer_syntax))
+            found = self._raw_sources[level] = (media_type, self._frames(level))
+        return found
 
     def has_every_tile(self, level: int) -> bool:
         return self._frames(level) is not None
