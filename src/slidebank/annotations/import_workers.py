@@ -1,8 +1,8 @@
 """Big imports decoded in worker processes while the calling process writes.
 
 Why processes: decoding a million cells (JSON, geometry, checks, WKB) is Python work that
-holds the GIL, and so is binding each row for SQLite; on one interpreter the two ran one
-after the other however they were threaded (about 30,000 cells/s). Here the calling
+holds the GIL, and so is binding each row for SQLite; in one interpreter the two run one
+after the other (about 40,000 cells/s; threading them made it slower). Here the calling
 process only cuts the file into pieces (``PieceReader.pieces``: a vectorised scan, no
 decoding), numbers the prepared rows and writes them; each worker decodes a piece, checks
 it (``annotations.checking``) and computes its row form (``stored_rows.prepare``).
