@@ -218,6 +218,13 @@ def test_a_failed_insert_stores_nothing(store_and_sets: tuple[AnnotationStore, i
     with pytest.raises(ValueError, match="annotation 10: empty geometry"):
         store.insert(first, items, IMPORT)
     assert store.query([first], Viewport(-10, -10, 1010, 1010)) == []
+    # Named by the number it would have had in the set, here after five others.
+    store.insert(first, items[:5], IMPORT)
+    with pytest.raises(ValueError, match="annotation 15: empty geometry"):
+        store.insert(first, items, IMPORT)
+    with pytest.raises(ValueError, match="annotation 5: empty geometry"):
+        store.edit(first, IMPORT, add=[Annotation(Polygon(), "polygon", "broken")])
+    assert len(store.query([first], Viewport(-10, -10, 1010, 1010))) == 5
 
 
 def test_density_for_zoomed_out_views_counts_centres_per_cell(

@@ -90,7 +90,7 @@ def _prepare_piece(piece: Piece) -> _PreparedPiece:
             report=report,
         )
     )
-    return _PreparedPiece(prepare(kept, first_number=piece.first_index), classes, report)
+    return _PreparedPiece(prepare(kept), classes, report)
 
 
 def prepared_in_workers(

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from slidebank.annotations import stored_rows
 from slidebank.annotations.model import Annotation, Viewport
 from slidebank.annotations.store import Change, Diff, Revision, density_grid, label_counts
-from slidebank.annotations.stored_rows import PreparedBatch
+from slidebank.annotations.stored_rows import KEPT, WIDTH, WRITTEN, PreparedBatch
 from slidebank.catalog.annotation_tables import (
     DENSITY_CELL,
     AnnotationCell,
@@ -40,12 +40,6 @@ from slidebank.errors import InvalidInput, NotFound
 BATCH = 10_000
 TABLE: Table = AnnotationRow.__table__  # type: ignore[assignment]
 COLUMNS = "a.id, a.shape, a.label, a.geometry, a.properties, a.measurements, a.confidence, a.number"
-# What a copied row keeps (revert): everything but id, set and revision.
-KEPT = (
-    "shape, label, area, min_x, min_y, max_x, max_y, geometry, properties, measurements, "
-    "confidence, number, grid_key"
-)
-WRITTEN = f"id, set_id, {KEPT}, added_in"
 ANALYZE_AFTER = 50_000  # rows imported at once after which PostgreSQL re-reads statistics
 # The window's grid-key ranges drive the query, each one range scan of the (set, grid key)
 # index, written as each planner uses them. SQLite: the ranges as a VALUES table, CROSS JOIN
@@ -295,7 +289,7 @@ class SqlAnnotationStore:
         try:
             if self._sqlite:
                 cursor.executemany(
-                    f"INSERT INTO annotations ({WRITTEN}) VALUES ({', '.join('?' * 16)})",  # noqa: S608 - fixed columns
+                    f"INSERT INTO annotations ({WRITTEN}) VALUES ({', '.join('?' * WIDTH)})",  # noqa: S608 - fixed columns
                     rows,
                 )
             else:
@@ -568,10 +562,8 @@ def _on_cell_grid(viewport: Viewport, cell: float) -> bool:
 
 def _prepared(annotations: Iterable[Annotation]) -> Iterator[PreparedBatch]:
     items = iter(annotations)
-    start = 0
     while batch := list(islice(items, BATCH)):
-        yield stored_rows.prepare(batch, first_number=start)
-        start += len(batch)
+        yield stored_rows.prepare(batch)
 
 
 def _cell_counts(rows: list[tuple[Any, ...]]) -> list[tuple[int, int, int, int]]:

@@ -22,6 +22,14 @@ from slidebank.catalog.grid_keys import grid_keys
 from slidebank.errors import InvalidInput
 
 EMPTY_JSON = "{}"
+# The columns of a row, in the order ``rows`` makes them. KEPT: what a copied row keeps
+# (revert): everything but id, set and revision.
+KEPT = (
+    "shape, label, area, min_x, min_y, max_x, max_y, geometry, properties, measurements, "
+    "confidence, number, grid_key"
+)
+WRITTEN = f"id, set_id, {KEPT}, added_in"
+WIDTH = WRITTEN.count(",") + 1
 
 
 @dataclass(frozen=True)
@@ -45,13 +53,11 @@ class PreparedBatch:
         return len(self.shapes)
 
 
-def prepare(batch: Sequence[Annotation], first_number: int = 0) -> PreparedBatch:
-    """``batch`` as columns; ``first_number`` names the first in errors."""
+def prepare(batch: Sequence[Annotation]) -> PreparedBatch:
+    """``batch`` as columns. An empty geometry has no bounds (NaN): ``rows`` refuses it,
+    naming it by its number in the set, which is known only there."""
     geometries = np.array([a.geometry for a in batch], dtype=object)
     bounds = shapely.bounds(geometries).reshape(len(batch), 4)
-    if np.isnan(bounds).any():
-        index = int(np.flatnonzero(np.isnan(bounds).any(axis=1))[0])
-        raise InvalidInput(f"annotation {first_number + index}: empty geometry")
     texts: dict[int, str] = {}  # readers share equal values between annotations: encode once
 
     def _text(value: Mapping[str, Any]) -> str:
@@ -69,15 +75,17 @@ def prepare(batch: Sequence[Annotation], first_number: int = 0) -> PreparedBatch
         properties=[_text(a.properties) for a in batch],
         measurements=[_text(a.measurements) for a in batch],
         confidences=[a.confidence for a in batch],
-        keys=grid_keys(bounds),
+        keys=grid_keys(np.nan_to_num(bounds)),
     )
 
 
 def rows(
     set_id: int, batch: PreparedBatch, first_id: int, numbers: Sequence[int], revision: int
 ) -> list[tuple[Any, ...]]:
-    """Rows in the order of ``sql_store.WRITTEN``: id, set, shape, label, area, bounds,
-    geometry, properties, measurements, confidence, number, grid key, revision."""
+    """Rows in the order of ``WRITTEN``, the annotations numbered ``numbers`` in the set."""
+    empty = np.flatnonzero(np.isnan(batch.bounds).any(axis=1))
+    if len(empty):
+        raise InvalidInput(f"annotation {numbers[int(empty[0])]}: empty geometry")
     areas = batch.areas.tolist()
     boxes = batch.bounds.tolist()
     keys = batch.keys.tolist()
