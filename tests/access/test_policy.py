@@ -54,6 +54,16 @@ def test_grants_count_until_their_end() -> None:
     ).allowed
 
 
+def test_without_a_time_given_the_clock_ends_grants() -> None:
+    def holder(end: datetime) -> Principal:
+        return Principal(user_id=7, name="u", grants={3: end}, via="session")
+
+    clock = datetime.now(UTC)
+    assert decide(holder(clock + timedelta(minutes=5)), Action.READ_PIXELS, CONTROLLED).allowed
+    ended = decide(holder(clock - timedelta(seconds=1)), Action.READ_PIXELS, CONTROLLED)
+    assert ended.status == 404
+
+
 def test_roles_in_a_dataset() -> None:
     def member(role: Role) -> Principal:
         return Principal(user_id=9, name="m", roles={3: frozenset({role})}, via="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from slidebank.geometry import Mpp, Size
 
@@ -16,9 +17,10 @@ class Level:
     downsample: float
     tile_size: Size | None = None
 
-    @property
+    @cached_property
     def grid(self) -> Size | None:
-        """Number of tile columns and rows, where the level is tiled."""
+        """Number of tile columns and rows, where the level is tiled (kept: every tile read
+        checks its address against it)."""
         if self.tile_size is None:
             return None
         return Size(

@@ -105,7 +105,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.add_route("/healthz", healthz, include_in_schema=False)
     dicomweb.install(app)  # frames ahead of the routers, like the tiles
-    tiles.install(app)
+    tiles.install(app, state)
     _first(app, [tiles.DEEPZOOM_TILE, "/healthz", dicomweb.FRAMES_PATH])
     app.include_router(api.router)
     app.include_router(access_api.router)

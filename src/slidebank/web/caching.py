@@ -59,6 +59,10 @@ def not_modified(
     return None
 
 
+# The names every picture response carries, encoded once.
+_RAW_NAMES = {name: name.lower().encode("latin-1") for name in ("ETag", "Cache-Control")}
+
+
 class PictureResponse(Response):
     """A picture with its entity tag and caching headers. Its raw headers are built here
     directly: on the tile path, Starlette's general header handling cost about a fifth of
@@ -71,11 +75,10 @@ class PictureResponse(Response):
         self.raw_headers = [
             (b"content-length", str(len(body)).encode()),
             (b"content-type", media_type.encode("latin-1")),
-            *(
-                (name.lower().encode("latin-1"), value.encode("latin-1"))
-                for name, value in headers.items()
-            ),
         ]
+        for name, value in headers.items():
+            raw_name = _RAW_NAMES.get(name) or name.lower().encode("latin-1")
+            self.raw_headers.append((raw_name, value.encode("latin-1")))
 
 
 def picture_response(
