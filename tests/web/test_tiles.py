@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 from defusedxml import ElementTree
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -56,6 +57,29 @@ def test_a_stored_tile_is_passed_through_byte_for_byte(
     with stored_reader(served, served.demo_id, client) as reader:
         raw = reader.read_raw_tile(1, 1, 1)
     assert raw is not None and quarter.content == raw.data
+
+
+def test_the_tile_routes_keep_their_names(client: TestClient, served: ServedRepository) -> None:
+    # They are bound to the application's state with a partial; url_for still finds them
+    # by their own names.
+    app = client.app
+    assert isinstance(app, FastAPI)
+    slide = served.demo_id
+    dz = app.url_path_for(
+        "deepzoom_tile", slide_id=slide, level=3, column=0, row=0, extension="png"
+    )
+    assert dz == f"/deepzoom/{slide}_files/3/0_0.png"
+    iiif = app.url_path_for(
+        "iiif_image",
+        slide_id=slide,
+        region="full",
+        size="max",
+        rotation="0",
+        quality_format="gray.jpg",
+    )
+    assert iiif == f"/iiif/3/{slide}/full/max/0/gray.jpg"
+    assert client.get(dz).headers["content-type"] == "image/png"
+    assert client.get(iiif).headers["content-type"] == "image/jpeg"
 
 
 def test_every_level_serves_tiles_of_the_right_size(

@@ -171,7 +171,11 @@ def install(app: FastAPI, state: AppState) -> None:
     for path, endpoint in ((DEEPZOOM_TILE, deepzoom_tile), (IIIF_IMAGE, iiif_image)):
         # Starlette sees through the partial: a function of the request, like any route.
         app.add_route(
-            path, partial(endpoint, state), methods=["GET", "HEAD"], include_in_schema=False
+            path,
+            partial(endpoint, state),
+            methods=["GET", "HEAD"],
+            name=endpoint.__name__,  # not "partial": url_for finds them by their own names
+            include_in_schema=False,
         )
     app.include_router(router)
 
