@@ -44,6 +44,13 @@ class CheckReport:
     dropped: int = 0
     """Wholly outside the slide, with ``outside="clip"``."""
 
+    def add(self, other: CheckReport) -> None:
+        """Count ``other``'s changes too (a piece checked in another process)."""
+        self.checked += other.checked
+        self.repaired += other.repaired
+        self.clipped += other.clipped
+        self.dropped += other.dropped
+
 
 def checked(
     items: Iterator[Parsed],

@@ -150,8 +150,5 @@ def _merged(
         # As one reader would keep them: the first mention, coloured by the first colour.
         if name not in classes or (classes[name].color is None and style.color is not None):
             classes[name] = style
-    report.checked += prepared.report.checked
-    report.repaired += prepared.report.repaired
-    report.clipped += prepared.report.clipped
-    report.dropped += prepared.report.dropped
+    report.add(prepared.report)
     return prepared.batch

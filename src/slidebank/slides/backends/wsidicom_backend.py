@@ -50,7 +50,6 @@ class WsiDicomReader(SlideReader):
             ) from exc
         self._levels = list(self._wsi.levels)
         self._frames_lock = threading.Lock()
-        self._frame_tables: dict[int, tuple[int, FrameTable, int] | None] = {}
         self._raw_sources: dict[int, tuple[str | None, tuple[int, FrameTable, int] | None]] = {}
         self._open_fds: list[int] = []
         self._uid_paths: dict[str, Path] | None = None
@@ -211,31 +210,27 @@ class WsiDicomReader(SlideReader):
         return RawTile(data=bytes(data), media_type=media_type)
 
     def _raw_source(self, level: int) -> tuple[str | None, tuple[int, FrameTable, int] | None]:
-        """A level's media type as stored and its frame table (``_frames``), looked up once:
-        this is on the path of every passthrough tile."""
-        found = self._raw_sources.get(level)
-        if found is None:
-            image_data: Any = self._levels[level].default_instance.image_data
-            media_type = FRAME_MEDIA_TYPES.get(str(image_data.transfer_syntax))
-            found = self._raw_sources[level] = (media_type, self._frames(level))
-        return found
-
-    def has_every_tile(self, level: int) -> bool:
-        return self._frames(level) is not None
-
-    def _frames(self, level: int) -> tuple[int, FrameTable, int] | None:
-        """The open file, frame table and tile columns of a level stored as one TILED_FULL
-        instance with one frame per tile, else None.
+        """A level's media type as stored, and the open file, frame table and tile columns
+        of a level stored as one TILED_FULL instance with one frame per tile (else None),
+        found once: this is on the path of every passthrough tile, which reads it without
+        the lock.
 
         Frames are then read with one ``pread`` each, as stored: wsidicom's
         ``read_encoded_tile`` decodes, crops and re-encodes tiles at the right and bottom
         edges, which would neither be passthrough nor fast."""
-        with self._frames_lock:
-            if level in self._frame_tables:
-                return self._frame_tables[level]
-            found = self._frame_table_of(level)
-            self._frame_tables[level] = found
+        found = self._raw_sources.get(level)
+        if found is not None:
             return found
+        with self._frames_lock:
+            found = self._raw_sources.get(level)
+            if found is None:
+                image_data: Any = self._levels[level].default_instance.image_data
+                media_type = FRAME_MEDIA_TYPES.get(str(image_data.transfer_syntax))
+                found = self._raw_sources[level] = (media_type, self._frame_table_of(level))
+            return found
+
+    def has_every_tile(self, level: int) -> bool:
+        return self._raw_source(level)[1] is not None
 
     def _frame_table_of(self, level: int) -> tuple[int, FrameTable, int] | None:
         instance: Any = self._levels[level].default_instance
@@ -275,5 +270,5 @@ class WsiDicomReader(SlideReader):
             for fd in self._open_fds:
                 os.close(fd)
             self._open_fds.clear()
-            self._frame_tables.clear()
+            self._raw_sources.clear()
         self._wsi.close()
