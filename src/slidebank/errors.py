@@ -28,6 +28,12 @@ class NotFound(SlidebankError, LookupError):
     """The thing asked for does not exist (or may not be known to exist)."""
 
 
+def no_such_slide(public_id: str) -> NotFound:
+    """The one answer for a slide that does not exist, and for one the asker may not know
+    exists: the same words, so that a refusal tells nothing of what is stored."""
+    return NotFound(f"no slide with id {public_id!r}")
+
+
 class Forbidden(SlidebankError, PermissionError):
     """The principal may not do this."""
 

@@ -16,8 +16,9 @@ from slidebank.access.policy import (
     Scope,
     decide,
     require,
+    require_for_slide,
 )
-from slidebank.errors import Forbidden, NotFound, SignInRequired
+from slidebank.errors import Forbidden, NotFound, SignInRequired, no_such_slide
 
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
 OPEN = DatasetGate(1, "open-ds", DatasetPolicy.OPEN)
@@ -102,3 +103,18 @@ def test_anonymous_must_sign_in_for_account_actions() -> None:
         require(ANONYMOUS, Action.READ_PIXELS, CONTROLLED)
     with pytest.raises(Forbidden):
         require(USER, Action.ADMINISTER)
+
+
+def test_a_slide_refused_is_answered_as_a_slide_that_does_not_exist() -> None:
+    with pytest.raises(NotFound) as refused:
+        require_for_slide(ANONYMOUS, Action.READ_PIXELS, CONTROLLED, "sb-aaaaaaaaaa")
+    assert str(refused.value) == str(no_such_slide("sb-aaaaaaaaaa"))
+    assert "ctl-ds" not in str(refused.value)
+    # A featured slide is public knowledge: refused as forbidden, with the reason.
+    featured = DatasetGate(3, "ctl-ds", DatasetPolicy.CONTROLLED, frozenset({"sb-f"}))
+    with pytest.raises(Forbidden, match="ctl-ds"):
+        require_for_slide(ANONYMOUS, Action.READ_PIXELS, featured, "sb-f")
+    # Refusals that do not hide the slide keep their own answer.
+    with pytest.raises(Forbidden, match="only a"):
+        require_for_slide(USER, Action.CURATE, OPEN, "sb-aaaaaaaaaa")
+    require_for_slide(ANONYMOUS, Action.READ_PIXELS, OPEN, "sb-aaaaaaaaaa")

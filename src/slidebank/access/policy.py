@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from slidebank.errors import Forbidden, NotFound, SignInRequired
+from slidebank.errors import Forbidden, NotFound, SignInRequired, no_such_slide
 
 
 class DatasetPolicy(StrEnum):
@@ -250,6 +250,26 @@ def require(
     *,
     public: bool = False,
     owner: Owner | None = None,
+    hidden_as: NotFound | None = None,
 ) -> None:
-    """Raise ``NotFound`` or ``Forbidden`` unless :func:`decide` allows."""
-    decide(principal, action, dataset, public=public, owner=owner).raise_if_refused()
+    """Raise ``NotFound`` or ``Forbidden`` unless :func:`decide` allows. ``hidden_as``: what
+    is raised for a thing that does not exist; a refusal that hides the thing (404) raises
+    it too, so that the answer is the same whether the thing exists or not."""
+    decision = decide(principal, action, dataset, public=public, owner=owner)
+    if not decision.allowed and decision.status == 404 and hidden_as is not None:
+        raise hidden_as
+    decision.raise_if_refused()
+
+
+def require_for_slide(
+    principal: Principal, action: Action, dataset: DatasetGate, public_id: str
+) -> None:
+    """:func:`require` for one slide of ``dataset``: a slide the dataset features on its
+    landing page is public (refused with 403); any other is refused as if it did not exist."""
+    require(
+        principal,
+        action,
+        dataset,
+        public=public_id in dataset.featured,
+        hidden_as=no_such_slide(public_id),
+    )

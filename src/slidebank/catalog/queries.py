@@ -21,7 +21,7 @@ from slidebank.catalog.tables import (
     Slide,
     Specimen,
 )
-from slidebank.errors import InvalidInput, NotFound
+from slidebank.errors import InvalidInput, NotFound, no_such_slide
 
 SHORT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 PUBLIC_ID_ALPHABET = "abcdefghjkmnpqrstvwxyz0123456789"  # no i, l, o, u: easy to read aloud
@@ -84,7 +84,7 @@ def dataset_id_of_image(session: Session, public_id: str) -> int:
         .where(Image.public_id == public_id)
     )
     if found is None:
-        raise NotFound(f"no slide with id {public_id!r}")
+        raise no_such_slide(public_id)
     return found
 
 
@@ -93,7 +93,7 @@ def image_by_public_id(session: Session, public_id: str) -> Image:
         _with_hierarchy(select(Image)).where(Image.public_id == public_id)
     )
     if image is None:
-        raise NotFound(f"no slide with id {public_id!r}")
+        raise no_such_slide(public_id)
     return image
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from slidebank.access.policy import Action, Principal, decide, require
+from slidebank.access.policy import Action, Principal, decide, require, require_for_slide
 from slidebank.access.principals import dataset_gates, gate_of
 from slidebank.catalog import queries
 from slidebank.catalog.queries import SlideFilter
@@ -130,11 +130,6 @@ def _readable_image(
 ) -> Image:
     image = queries.image_by_public_id(session, public_id)
     gate = gate_of(image.slide.dataset)
-    featured = public_id in gate.featured
-    if not (landing and featured):
-        try:
-            require(principal, action, gate, public=featured)
-        except NotFound:
-            # The same answer as for a slide that does not exist.
-            raise NotFound(f"no slide with id {public_id!r}") from None
+    if not (landing and public_id in gate.featured):
+        require_for_slide(principal, action, gate, public_id)
     return image

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from slidebank.access.audit import ReadTally
-from slidebank.access.policy import Action, DatasetGate, DatasetPolicy, require
+from slidebank.access.policy import Action, DatasetGate, DatasetPolicy, require_for_slide
 from slidebank.config import Settings
 from slidebank.errors import NotFound
 from slidebank.services import accounts
@@ -98,13 +98,8 @@ class AppState:
                 else await run_in_threadpool(self.slides.dataset_of, public_id)
             )
             gate = await self.gate(dataset_id)
-            featured = public_id in gate.featured
-            try:
-                if not (landing and featured):
-                    require(principal, action, gate, public=featured)
-            except NotFound:
-                # The same answer as for a slide that does not exist.
-                raise NotFound(f"no slide with id {public_id!r}") from None
+            if not (landing and public_id in gate.featured):
+                require_for_slide(principal, action, gate, public_id)
         except BaseException:
             if slide is not None:
                 self.slides.release(slide)
