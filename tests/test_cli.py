@@ -76,6 +76,10 @@ def test_ingest_list_show_round_trip(
     again = run("ingest", cmu_small, "--json", home=home, database_url=database_url)
     assert again.returncode == 0
     assert json.loads(again.stdout)["status"] == "duplicate"
+    # The table for people: the status in colour, never the markup's brackets.
+    shown_again = run("ingest", cmu_small, home=home, database_url=database_url)
+    assert "duplicate" in shown_again.stdout
+    assert "[yellow]" not in shown_again.stdout and "[/]" not in shown_again.stdout
 
     listed = run("list", "--json", "--vendor", "aperio", home=home, database_url=database_url)
     rows = json.loads(listed.stdout)

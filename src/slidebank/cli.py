@@ -175,7 +175,7 @@ def _print_outcomes(report: IngestReport) -> None:
     colours = {"ingested": "green", "duplicate": "yellow", "failed": "red"}
     for outcome in report.outcomes:
         table.add_row(
-            f"[{colours[outcome.status]}]{outcome.status}[/]",
+            Text(outcome.status, style=colours[outcome.status]),  # markup is off: a style
             outcome.id or "",
             outcome.format or "",
             outcome.source,
