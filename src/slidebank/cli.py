@@ -202,8 +202,16 @@ def list_command(
     diagnosis: Annotated[
         str | None, typer.Option(help="Diagnosis code (exact) or text (contains).")
     ] = None,
-    vendor: Annotated[str | None, typer.Option(help="Scanner vendor, e.g. aperio.")] = None,
-    file_format: Annotated[str | None, typer.Option("--format", help="Format, e.g. dicom.")] = None,
+    vendor: Annotated[
+        str | None, typer.Option(help="Scanner vendor, or part of it, e.g. aperio.")
+    ] = None,
+    file_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="Stored format or the source's, e.g. dicom, aperio or svs.",
+        ),
+    ] = None,
     mpp_min: Annotated[float | None, typer.Option(help="Smallest µm per pixel.")] = None,
     mpp_max: Annotated[float | None, typer.Option(help="Largest µm per pixel.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
@@ -1110,8 +1118,9 @@ def annotations_agreement(
     with _opened(home, database_url) as repository:
         first = annotating.find_set(repository, COMMAND_LINE, slide, reference)
         second = annotating.find_set(repository, COMMAND_LINE, slide, test)
+        # No bound here: the command line compares on the repository's own machine.
         result = annotating.compare(
-            repository, COMMAND_LINE, first, second, distance=distance, cells=cells
+            repository, COMMAND_LINE, first, second, distance=distance, cells=cells, limit=None
         )
     if json_output:
         out.print_json(data=result)

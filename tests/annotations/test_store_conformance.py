@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import shapely
@@ -20,7 +22,7 @@ from slidebank.annotations.store import AnnotationStore, Change
 from slidebank.catalog.annotation_tables import AnnotationSet
 from slidebank.catalog.tables import Image
 from slidebank.config import Settings
-from slidebank.errors import NotFound
+from slidebank.errors import InvalidInput, NotFound
 from slidebank.services.ingesting import ingest_paths
 from slidebank.services.repository import open_repository
 
@@ -254,6 +256,50 @@ def test_density_for_zoomed_out_views_counts_centres_per_cell(
         store.density([first], Viewport(0, 0, 100_000, 100_000), 1)
     with pytest.raises(ValueError, match="must be positive"):
         store.density([first], Viewport(0, 0, 10, 10), 0)
+
+
+def test_density_refuses_grids_no_integer_counts(
+    store_and_sets: tuple[AnnotationStore, int, int],
+) -> None:
+    store, first, _ = store_and_sets
+    store.insert(first, _annotations()[:5], IMPORT)
+    # 1e308 px in cells of 1e-300 px: infinitely many cells (OverflowError before).
+    with pytest.raises(InvalidInput, match=r"cell: a density grid of inf x inf cells"):
+        store.density([first], Viewport(0, 0, 1e308, 1e308), 1e-300)
+    with pytest.raises(InvalidInput, match="cell: a density cell must be positive and finite"):
+        store.density([first], Viewport(0, 0, 10, 10), math.inf)
+    assert sum(store.density([first], Viewport(0, 0, 1e308, 1e308), 1e306).values()) == 5
+
+
+def test_windows_are_finite() -> None:
+    with pytest.raises(InvalidInput, match="viewport: x1 must be a finite number, not inf"):
+        Viewport(0, 0, math.inf, 10)
+    with pytest.raises(InvalidInput, match="viewport: y0 must be a finite number, not nan"):
+        Viewport(0, math.nan, 10, 10)
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ({"properties": {"note": math.inf}}, "property 'note' is not a finite number"),
+        ({"properties": {"a": {"b": [1, math.nan]}}}, "property 'a.b[1]' is not a finite number"),
+        ({"measurements": {"area": -math.inf}}, "measurement 'area' is not a finite number"),
+        ({"confidence": math.nan}, "confidence nan is not a finite number"),
+    ],
+)
+def test_values_json_cannot_hold_are_refused(
+    store_and_sets: tuple[AnnotationStore, int, int], values: dict[str, Any], reason: str
+) -> None:
+    """Stored, they made every reader's viewport answer invalid JSON (``Infinity``)."""
+    store, first, _ = store_and_sets
+    items = _annotations()[:4]
+    bad = Annotation(Point(5, 5), "point", "cell", **values)
+    with pytest.raises(InvalidInput, match=re.escape(f"annotation 4: {reason}")):
+        store.insert(first, [*items, bad], IMPORT)
+    with pytest.raises(InvalidInput, match=re.escape(f"annotation 0: {reason}")):
+        store.edit(first, IMPORT, add=[bad])
+    assert store.query([first], Viewport(-10, -10, 1010, 1010)) == []
+    assert store.history(first) == []
 
 
 def _state(items: list[Annotation]) -> list[tuple[int | None, str | None, str]]:

@@ -98,3 +98,17 @@ def test_a_box_just_over_a_cell_goes_one_level_up() -> None:
     side = np.nextafter(BASE_CELL * 16, np.inf)
     keys = grid_keys(np.array([[0.0, 0.0, side, 1.0]]))
     assert key_level(int(keys[0])) == 5
+
+
+def test_infinite_window_edges_reach_every_box() -> None:
+    """An infinite edge (which ``math.floor`` has no integer for) reads as far as the
+    farthest finite one: every box on that side, at every level."""
+    rng = np.random.default_rng(3)
+    boxes = _boxes(rng, 5_000, 1e12, 1e9)
+    keys = grid_keys(boxes)
+    top = max(key_level(int(key)) for key in keys)
+    inf = float("inf")
+    assert _in_ranges(keys, key_ranges(-inf, -inf, inf, inf, top)).all()
+    assert key_ranges(0, 0, inf, inf, top) == key_ranges(0, 0, 1e300, 1e300, top)
+    with pytest.raises(ValueError, match="window edge y1 is not a number"):
+        key_ranges(0, 0, 1, float("nan"), top)

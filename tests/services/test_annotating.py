@@ -6,20 +6,28 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import shapely
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
-from slidebank.access.policy import COMMAND_LINE, Principal
+from slidebank.access.policy import ANONYMOUS, COMMAND_LINE, Principal
 from slidebank.annotations.formats import geojson
 from slidebank.annotations.formats.registry import WRITERS
 from slidebank.annotations.model import Viewport
 from slidebank.catalog.annotation_tables import AnnotationRow, AnnotationSet, LabelClass
-from slidebank.errors import Conflict, Forbidden, InvalidInput, NotFound
+from slidebank.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    SignInRequired,
+    StorageError,
+)
 from slidebank.services import accounts, annotating, ingesting
 from slidebank.services.repository import Repository
 
@@ -347,3 +355,260 @@ def test_the_label_schema_is_the_stewards(repository: Repository, world: dict[st
             repository, world["stew"], DATASET, [{"name": "A", "color": "red"}]
         )
     assert annotating.label_schema(repository, world["plain"], DATASET) == saved
+
+
+def _hidden(call: Callable[[], Any]) -> str:
+    """The words of a refusal that hides the thing (or says it does not exist)."""
+    with pytest.raises(NotFound) as caught:
+        call()
+    return str(caught.value)
+
+
+def test_a_controlled_slide_or_set_is_refused_in_the_words_of_a_missing_one(
+    repository: Repository, world: dict[str, Any]
+) -> None:
+    """Anonymous users and users without a grant learn nothing from a refusal: each use case
+    answers exactly as for a slide or set that does not exist."""
+    slide = world["slide"]
+    own = _import(repository, world, [_point(10, 10), _point(20, 20)]).set["id"]
+    other = _import(repository, world, [_point(12, 10)], who="bob").set["id"]
+    accounts.set_policy(repository, COMMAND_LINE, DATASET, "controlled")
+    window = Viewport(0, 0, 100, 100)
+    missing_slide, missing_set = "sb-none", 999_999
+
+    def by_slide(slide_id: str, who: Principal) -> list[Callable[[], Any]]:
+        return [
+            lambda: annotating.list_sets(repository, who, slide_id),
+            lambda: annotating.viewport_geojson(repository, who, slide_id, window),
+            lambda: annotating.count_by_label(repository, who, slide_id, window),
+            lambda: annotating.density(repository, who, slide_id, window, 50),
+            lambda: annotating.create_set(repository, who, slide_id, "mine"),
+            lambda: annotating.check_import(repository, who, slide_id, "mine"),
+            lambda: annotating.import_annotations(
+                repository, who, slide_id, _geojson([_point(1, 1)]), "a.geojson", set_name="x"
+            ),
+            lambda: annotating.find_set(repository, who, slide_id, "ann-cells"),
+        ]
+
+    def by_set(set_id: int, who: Principal) -> list[Callable[[], Any]]:
+        return [
+            lambda: annotating.get_set(repository, who, set_id),
+            lambda: annotating.history(repository, who, set_id),
+            lambda: annotating.diff(repository, who, set_id, 0, 1),
+            lambda: annotating.export_annotations(repository, who, set_id, "geojson", io.BytesIO()),
+            lambda: annotating.stream_set(repository, who, set_id),
+            lambda: annotating.compare(repository, who, set_id, other),
+            lambda: annotating.edit(repository, who, set_id, remove=[0]),
+            lambda: annotating.revert(repository, who, set_id, 0),
+            lambda: annotating.promote(repository, who, set_id),
+        ]
+
+    for who in (ANONYMOUS, world["plain"]):
+        for real, missing in zip(by_slide(slide, who), by_slide(missing_slide, who), strict=True):
+            assert _hidden(real) == f"no slide with id {slide!r}"
+            assert _hidden(missing) == f"no slide with id {missing_slide!r}"
+        for real, missing in zip(by_set(own, who), by_set(missing_set, who), strict=True):
+            assert _hidden(real) == f"no annotation set {own}"
+            assert _hidden(missing) == f"no annotation set {missing_set}"
+    assert _audit_actions(repository).count("annotations.export") == 0
+    # Those who may read still read: the refusals above are the policy's, not a bug.
+    assert annotating.get_set(repository, world["ann"], own)["annotations"] == 2
+
+
+def test_agreement_asks_the_policy_of_both_sets_before_comparing_their_slides(
+    repository: Repository, world: dict[str, Any], slides_dir: Path
+) -> None:
+    (secret_slide,) = ingesting.ingest_paths(
+        repository, [slides_dir / "aperio" / "small-crop.svs"], "secret"
+    ).outcomes
+    accounts.set_policy(repository, COMMAND_LINE, "secret", "controlled")
+    assert secret_slide.id is not None, secret_slide.reason
+    hidden = annotating.create_set(repository, COMMAND_LINE, secret_slide.id, "hidden")["id"]
+    mine = _import(repository, world, [_point(10, 10)]).set["id"]
+    # Before: "the two sets annotate different slides", which said the hidden set exists.
+    assert _hidden(lambda: annotating.compare(repository, world["ann"], mine, hidden)) == (
+        f"no annotation set {hidden}"
+    )
+    with pytest.raises(InvalidInput, match="different slides"):  # sets one may read
+        annotating.compare(repository, COMMAND_LINE, mine, hidden)
+
+
+def test_agreement_refuses_sets_larger_than_it_holds_in_memory(
+    repository: Repository, world: dict[str, Any]
+) -> None:
+    small = _import(repository, world, [_point(10, 10), _point(30, 30)]).set["id"]
+    large = _import(repository, world, [_point(10 + i, 50) for i in range(3)], who="bob")
+    large_id = large.set["id"]
+    with pytest.raises(
+        InvalidInput,
+        match=rf"agreement: set {large_id} \('bob-cells'\) holds 3 annotations, more than the 2",
+    ):
+        annotating.compare(repository, world["plain"], small, large_id, limit=2)
+    assert annotating.compare(repository, world["plain"], small, large_id, limit=3)["test_set"]
+    assert annotating.MAX_AGREEMENT_ANNOTATIONS == 100_000
+
+
+def test_reads_are_noted_for_the_audit_trail_once_allowed(
+    repository: Repository, world: dict[str, Any]
+) -> None:
+    slide = world["slide"]
+    first = _import(repository, world, [_point(10, 10)]).set["id"]
+    second = _import(repository, world, [_point(11, 10)], who="bob").set["id"]
+    window = Viewport(0, 0, 100, 100)
+    plain = world["plain"]
+    calls: list[tuple[Callable[[annotating.Reads], Any], list[str]]] = [
+        (lambda r: annotating.list_sets(repository, plain, slide, reads=r), [slide]),
+        (lambda r: annotating.viewport_geojson(repository, plain, slide, window, reads=r), [slide]),
+        (lambda r: annotating.count_by_label(repository, plain, slide, window, reads=r), [slide]),
+        (lambda r: annotating.density(repository, plain, slide, window, 50, reads=r), [slide]),
+        (lambda r: annotating.get_set(repository, plain, first, reads=r), [f"{slide}/ann-cells"]),
+        (lambda r: annotating.history(repository, plain, first, reads=r), [f"{slide}/ann-cells"]),
+        (
+            lambda r: annotating.diff(repository, plain, first, 0, 1, reads=r),
+            [f"{slide}/ann-cells"],
+        ),
+        (
+            lambda r: annotating.compare(repository, plain, first, second, reads=r),
+            [f"{slide}/ann-cells", f"{slide}/bob-cells"],
+        ),
+    ]
+    for call, targets in calls:
+        reads = annotating.Reads()
+        call(reads)
+        assert reads.found == [(DATASET, target) for target in targets]
+    accounts.set_policy(repository, COMMAND_LINE, DATASET, "controlled")
+    refused = annotating.Reads()
+    with pytest.raises(NotFound):
+        annotating.get_set(repository, plain, first, reads=refused)
+    assert refused.found == []  # nothing was read
+
+
+def test_a_failed_export_is_not_audited(repository: Repository, world: dict[str, Any]) -> None:
+    set_id = _import(repository, world, [_polygon(10, 10)]).set["id"]
+
+    class Full(io.BytesIO):
+        def write(self, data: Any) -> int:
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        annotating.export_annotations(repository, world["plain"], set_id, "geojson", Full())
+    assert _audit_actions(repository) == ["annotations.import"]
+    annotating.export_annotations(repository, world["plain"], set_id, "geojson", io.BytesIO())
+    assert _audit_actions(repository) == ["annotations.export", "annotations.import"]
+
+
+@pytest.mark.parametrize(
+    ("feature", "message"),
+    [
+        (
+            {"geometry": {"type": "LineString", "coordinates": [[0, 0]]}},
+            "added feature 0: malformed geometry (IllegalArgumentException",
+        ),
+        (
+            {"geometry": {"type": "Point", "coordinates": [math.inf, 1]}},
+            "added feature 0: coordinates are not finite numbers",
+        ),
+        (
+            {"geometry": {"type": "Point", "coordinates": [1, 1]}, "properties": {"n": math.inf}},
+            "added feature 0: property 'n' is not a finite number",
+        ),
+        (
+            {
+                "geometry": {"type": "Point", "coordinates": [1, 1]},
+                "properties": {"confidence": math.nan},
+            },
+            "added feature 0: property 'confidence' is not a finite number",
+        ),
+        (
+            {
+                "geometry": {"type": "Point", "coordinates": [1, 1]},
+                "properties": {"a": [{"b": -math.inf}]},
+            },
+            "added feature 0: property 'a[0].b' is not a finite number",
+        ),
+    ],
+)
+def test_edits_that_cannot_be_stored_are_refused_naming_the_feature(
+    repository: Repository, world: dict[str, Any], feature: dict[str, Any], message: str
+) -> None:
+    set_id = annotating.create_set(repository, world["ann"], world["slide"], "drawn")["id"]
+    before = _stored(repository)
+    with pytest.raises(InvalidInput) as caught:
+        annotating.edit(repository, world["ann"], set_id, add=[feature])
+    assert str(caught.value).startswith(message)
+    assert _stored(repository) == before
+    assert annotating.history(repository, world["ann"], set_id) == []
+
+
+def test_imports_refuse_values_json_cannot_hold(
+    repository: Repository, world: dict[str, Any]
+) -> None:
+    document = (
+        b'{"elements": [{"type": "point", "center": [1, 2, 0]},'
+        b' {"type": "point", "center": [3, 4, 0], "user": {"note": Infinity}}]}'
+    )
+    before = _stored(repository)
+    with pytest.raises(InvalidInput, match=r"cells\.json: element 2: user property 'note' is not"):
+        annotating.import_annotations(
+            repository,
+            world["ann"],
+            world["slide"],
+            io.BytesIO(document),
+            "cells.json",
+            set_name="dsa",
+        )
+    assert _stored(repository) == before
+
+
+def test_a_stored_value_json_cannot_hold_is_refused_not_sent(
+    repository: Repository, world: dict[str, Any]
+) -> None:
+    """A row written before edits and imports refused them (SQLite keeps the text as it
+    came; PostgreSQL's JSON column never took one)."""
+    if repository.catalogue.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's JSON column refuses Infinity itself")
+    set_id = _import(repository, world, [_point(10, 10)]).set["id"]
+    with repository.catalogue.transaction() as session:
+        session.execute(
+            text("UPDATE annotations SET properties = :p WHERE set_id = :s"),
+            {"p": '{"note":Infinity}', "s": set_id},
+        )
+    with pytest.raises(StorageError, match="annotation 0: a stored property is not a finite"):
+        annotating.viewport_geojson(
+            repository, world["plain"], world["slide"], Viewport(0, 0, 100, 100)
+        )
+
+
+def test_numbers_beyond_64_bits_name_nothing(repository: Repository, world: dict[str, Any]) -> None:
+    set_id = _import(repository, world, [_point(10, 10)]).set["id"]
+    huge = 10**20
+    assert _hidden(lambda: annotating.get_set(repository, world["ann"], huge)) == (
+        f"no annotation set {huge}"
+    )
+    assert _hidden(lambda: annotating.edit(repository, world["ann"], set_id, remove=[huge])) == (
+        f"annotation {huge} is not in set {set_id}"
+    )
+    with pytest.raises(InvalidInput, match=f"end: revision {huge} is not a revision number"):
+        annotating.diff(repository, world["ann"], set_id, 0, huge)
+    with pytest.raises(InvalidInput, match=f"revision: revision {huge} is not a revision"):
+        annotating.export_annotations(
+            repository, world["ann"], set_id, "geojson", io.BytesIO(), at=huge
+        )
+
+
+def test_an_import_is_checked_before_its_file_is_received(
+    repository: Repository, world: dict[str, Any]
+) -> None:
+    slide = world["slide"]
+    annotating.check_import(repository, world["ann"], slide, "new")  # allowed: no error
+    with pytest.raises(Forbidden, match="annotator or steward"):
+        annotating.check_import(repository, world["plain"], slide, "new")
+    with pytest.raises(SignInRequired):
+        annotating.check_import(repository, ANONYMOUS, slide, "new")
+    bobs = _import(repository, world, [_point(1, 1)], who="bob").set["id"]
+    with pytest.raises(Forbidden, match="only the owner"):
+        annotating.check_import(repository, world["ann"], slide, "bob-cells")
+    annotating.promote(repository, world["stew"], bobs)
+    with pytest.raises(Conflict, match="reference set"):
+        annotating.check_import(repository, world["bob"], slide, "bob-cells")
+    assert _stored(repository)[0] == 1  # asking created nothing

@@ -20,8 +20,9 @@ from slidebank.annotations.formats.registry import IMPORT_FORMATS, WRITERS
 from slidebank.config import Settings
 from slidebank.services import accounts, ingesting
 from slidebank.services.repository import open_repository
-from slidebank.web.annotation_api import ExportFormat, ImportFormat
+from slidebank.web.annotation_api import MAX_JSON_BODY_BYTES, ExportFormat, ImportFormat
 from slidebank.web.app import create_app
+from slidebank.web.auth import CSRF_COOKIE
 
 DATASET = "histology"
 
@@ -215,6 +216,148 @@ def test_promotion_agreement_and_label_schema(api: Any) -> None:
         ("POST", "/api/annotation-sets/{own}/revert", {"to": 99}, 404, "no revision 99"),
         ("GET", "/api/annotation-sets/{own}/diff?start=2&end=1", None, 400, "start after end"),
         ("PUT", "/api/datasets/histology/labels", [{"name": "A", "color": "red"}], 400, "#rrggbb"),
+        # Windows that are no numbers, or grids no integer counts (500s before).
+        (
+            "GET",
+            "/api/slides/{slide}/annotations?x0=0&y0=0&x1=inf&y1=inf",
+            None,
+            400,
+            "viewport: x1 must be a finite number, not inf",
+        ),
+        (
+            "GET",
+            "/api/slides/{slide}/annotations?x0=0&y0=nan&x1=5&y1=5",
+            None,
+            400,
+            "viewport: y0 must be a finite number, not nan",
+        ),
+        (
+            "GET",
+            "/api/slides/{slide}/annotations/counts?x0=-inf&y0=0&x1=5&y1=5",
+            None,
+            400,
+            "viewport: x0 must be a finite number, not -inf",
+        ),
+        (
+            "GET",
+            "/api/slides/{slide}/annotations/density?x0=0&y0=0&x1=inf&y1=5&cell=1",
+            None,
+            400,
+            "viewport: x1 must be a finite number, not inf",
+        ),
+        (
+            "GET",
+            "/api/slides/{slide}/annotations/density?x0=0&y0=0&x1=1e308&y1=1e308&cell=1e-300",
+            None,
+            400,
+            "cell: a density grid of inf x inf cells",
+        ),
+        (
+            "GET",
+            "/api/slides/{slide}/annotations/density?x0=0&y0=0&x1=5&y1=5&cell=inf",
+            None,
+            400,
+            "cell: a density cell must be positive and finite, got inf",
+        ),
+        (
+            "GET",
+            "/api/slides/{slide}/annotations?x0=0&y0=0&x1=5&y1=5&simplify=inf",
+            None,
+            400,
+            "simplify: must be a finite number",
+        ),
+        # Numbers beyond 64 bits name nothing (OverflowError in the driver before).
+        (
+            "GET",
+            "/api/annotation-sets/99999999999999999999",
+            None,
+            404,
+            "no annotation set 99999999999999999999",
+        ),
+        (
+            "GET",
+            "/api/annotation-sets/{own}/diff?start=0&end=99999999999999999999",
+            None,
+            400,
+            "end: revision 99999999999999999999 is not a revision number",
+        ),
+        (
+            "GET",
+            "/api/annotation-sets/{own}/export?revision=99999999999999999999",
+            None,
+            400,
+            "revision: revision 99999999999999999999 is not a revision number",
+        ),
+        (
+            "GET",
+            "/api/annotation-sets/{own}/agreement/99999999999999999999",
+            None,
+            404,
+            "no annotation set 99999999999999999999",
+        ),
+        (
+            "POST",
+            "/api/annotation-sets/{own}/edits",
+            {"remove": [99999999999999999999]},
+            404,
+            "annotation 99999999999999999999 is not in set",
+        ),
+        (
+            "POST",
+            "/api/annotation-sets/{own}/edits",
+            {
+                "replace": {
+                    "99999999999999999999": {"geometry": {"type": "Point", "coordinates": [1, 1]}}
+                }
+            },
+            404,
+            "annotation 99999999999999999999 is not in set",
+        ),
+        # Geometry GEOS refuses, or numbers JSON has no spelling for (500s before).
+        (
+            "POST",
+            "/api/annotation-sets/{own}/edits",
+            {"add": [{"geometry": {"type": "LineString", "coordinates": [[0, 0]]}}]},
+            400,
+            "added feature 0: malformed geometry (IllegalArgumentException",
+        ),
+        (
+            "POST",
+            "/api/annotation-sets/{own}/edits",
+            b'{"add": [{"geometry": {"type": "Point", "coordinates": [1e400, 1]}}]}',
+            400,
+            "added feature 0: coordinates are not finite numbers",
+        ),
+        (
+            "POST",
+            "/api/annotation-sets/{own}/edits",
+            b'{"add": [{"geometry": {"type": "Point", "coordinates": [1, 1]},'
+            b' "properties": {"note": Infinity}}]}',
+            400,
+            "added feature 0: property 'note' is not a finite number",
+        ),
+        (
+            "POST",
+            "/api/annotation-sets/{own}/edits",
+            b'{"replace": {"0": {"geometry": {"type": "Point", "coordinates": [1, 1]},'
+            b' "properties": {"score": [1, NaN]}}}}',
+            400,
+            "annotation 0: property 'score[1]' is not a finite number",
+        ),
+        (
+            "POST",
+            "/api/annotation-sets/{own}/edits",
+            {"remove": list(range(10_001))},
+            422,
+            "remove: List should have at most 10000 items",
+        ),
+        (
+            "POST",
+            "/api/slides/{slide}/annotations/import?format=dsa&filename=cells.json",
+            b'{"elements": [{"type": "point", "center": [1, 2, 0], "user": {"n": -Infinity}}]}',
+            400,
+            "cells.json: element 1: user property 'n' is not a finite number",
+        ),
     ],
 )
 def test_bad_requests_get_a_clear_problem(
@@ -227,15 +370,19 @@ def test_bad_requests_get_a_clear_problem(
         headers=_as(tokens, "ann"),
     ).json()["set"]["id"]
     url = path.format(slide=slide, own=own)
-    arguments: dict[str, Any] = {"headers": _as(tokens, "stew" if "labels" in path else "ann")}
+    headers = _as(tokens, "stew" if "labels" in path else "ann")
+    arguments: dict[str, Any] = {"headers": headers}
     if isinstance(body, bytes):
         arguments["content"] = body
+        if "/edits" in path:  # JSON that json.dumps would not write
+            headers["Content-Type"] = "application/json"
     elif body is not None:
         arguments["json"] = body
     response = client.request(method, url, **arguments)
     assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
-    assert detail in json.dumps(problem), problem
+    assert detail in problem["detail"], problem
     if status != 422:
         assert problem["status"] == status and "title" in problem
 
@@ -259,3 +406,93 @@ def test_an_upload_over_the_limit_is_refused_and_stores_nothing(
         )
         assert response.status_code == 413 and "2,048 bytes" in response.json()["detail"]
         assert client.get(f"/api/slides/{outcome.id}/annotation-sets", headers=headers).json() == []
+
+
+def _new_set(client: TestClient, slide: str, tokens: dict[str, str], name: str) -> int:
+    made = client.post(
+        f"/api/slides/{slide}/annotation-sets", json={"name": name}, headers=_as(tokens, "ann")
+    )
+    assert made.status_code == 201, made.text
+    set_id: int = made.json()["id"]
+    return set_id
+
+
+def test_json_bodies_are_bounded_and_a_larger_one_is_a_problem_document(api: Any) -> None:
+    """Before, an anonymous 40 MB list of numbers grew the server by 440 MB before its 400."""
+    client, slide, tokens = api
+    set_id = _new_set(client, slide, tokens, "bounded")
+    url = f"/api/annotation-sets/{set_id}/edits"
+    limit = MAX_JSON_BODY_BYTES
+    numbers = b'{"remove": [' + b"0," * (limit // 2) + b"0]}"
+    declared = client.post(url, content=numbers, headers={"Content-Type": "application/json"})
+    assert declared.status_code == 413
+    assert declared.headers["content-type"] == "application/problem+json"
+    assert declared.json()["detail"] == f"the request body may be at most {limit:,} bytes"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        yield numbers[: limit // 2]
+        yield numbers[limit // 2 :]
+
+    streamed = client.post(url, content=chunks(), headers={"Content-Type": "application/json"})
+    assert streamed.status_code == 413
+    assert streamed.headers["content-type"] == "application/problem+json"
+    for path, body in (
+        (f"/api/slides/{slide}/annotation-sets", {"name": "x" * limit}),
+        (f"/api/annotation-sets/{set_id}/revert", {"to": 0, "pad": "x" * limit}),
+        (f"/api/datasets/{DATASET}/labels", [{"name": "x" * limit}]),
+    ):
+        refused = client.request(
+            "PUT" if path.endswith("/labels") else "POST",
+            path,
+            json=body,
+            headers=_as(tokens, "stew"),
+        )
+        assert refused.status_code == 413, path
+    history = client.get(f"/api/annotation-sets/{set_id}/revisions").json()
+    assert history == []  # nothing was stored
+
+
+def test_imports_keep_their_own_larger_limit(api: Any) -> None:
+    client, slide, tokens = api
+    points = [
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [i % 2000, i // 2000]}}
+        for i in range(120_000)
+    ]
+    upload = json.dumps({"type": "FeatureCollection", "features": points}).encode()
+    assert len(upload) > MAX_JSON_BODY_BYTES
+    made = client.post(
+        f"/api/slides/{slide}/annotations/import?filename=many.geojson&set=many",
+        content=upload,
+        headers=_as(tokens, "ann"),
+    )
+    assert made.status_code == 201, made.text
+    assert made.json()["imported"] == 120_000
+
+
+def test_a_form_import_is_refused_with_a_clear_problem(api: Any) -> None:
+    """Before, a browser session's form (CSRF token as a field) was parsed by the CSRF check
+    and the import then failed on the consumed stream: 500."""
+    client, slide, _ = api
+    browser = TestClient(client.app)  # its own cookies; the application is the same
+    csrf = browser.get("/sign-in").cookies[CSRF_COOKIE]
+    signed_in = browser.post(
+        "/sign-in",
+        data={"name": "ann", "password": "a long password 1", "csrf_token": csrf},
+        follow_redirects=False,
+    )
+    assert signed_in.status_code == 303, signed_in.text
+    page = browser.get("/account").text
+    token = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    url = f"/api/slides/{slide}/annotations/import?filename=form.geojson&set=form"
+    for arguments in (
+        {"data": {"csrf_token": token, "file": _cells(2).decode()}},
+        {"data": {"csrf_token": token}, "files": {"file": ("form.geojson", _cells(2))}},
+        # Without its token too: refused before the CSRF check would parse the form.
+        {"data": {"file": _cells(2).decode()}},
+    ):
+        refused = browser.post(url, **arguments)  # type: ignore[arg-type]
+        assert refused.status_code == 415, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert "not as a form" in refused.json()["detail"]
+    body = browser.post(url, content=_cells(2), headers={"X-CSRF-Token": token})
+    assert body.status_code == 201, body.text

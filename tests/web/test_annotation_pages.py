@@ -364,3 +364,21 @@ def test_unknown_and_hidden_slides_give_html_refusals(site: Site) -> None:
         page = _page(web, site.url, 404)
         assert "ann-regions" not in page
     assert "ann-regions" in _page(site.client("bob"), site.url)  # annotators still read
+
+
+def test_the_page_reads_of_annotations_are_audited(site: Site) -> None:
+    state = site.app.state.slidebank
+    accounts.flush_reads(state.repository, state.reads, everything=True)  # the fixture's
+    web = site.client("ann")
+    query = f"?diff={site.ann_set}&start=0&end=1&reference={site.ann_set}&test={site.bob_set}"
+    page = _page(web, site.url + query)
+    assert "3 added" in unescape(page) and "Test “bob-regions”" in unescape(page)
+    accounts.flush_reads(state.repository, state.reads, everything=True)
+    events = accounts.audit_events(state.repository, COMMAND_LINE, DATASET, 1000, 0)
+    tallied: dict[str, int] = {}
+    for event in events:
+        if event["actor"] == "ann" and event["action"] == "read-annotations":
+            tallied[event["target"]] = tallied.get(event["target"], 0) + event["count"]
+    ann, bob = f"{site.slide}/ann-regions", f"{site.slide}/bob-regions"
+    # The sets listed; each set's history; the diff of ann's; the agreement of both.
+    assert tallied == {site.slide: 1, ann: 3, bob: 2, f"{site.slide}/{EVIL}": 1}

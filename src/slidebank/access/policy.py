@@ -266,10 +266,10 @@ def require_for_slide(
 ) -> None:
     """:func:`require` for one slide of ``dataset``: a slide the dataset features on its
     landing page is public (refused with 403); any other is refused as if it did not exist."""
-    require(
-        principal,
-        action,
-        dataset,
-        public=public_id in dataset.featured,
-        hidden_as=no_such_slide(public_id),
-    )
+    # Every tile asks this: the refusal is built only when there is one.
+    decision = decide(principal, action, dataset, public=public_id in dataset.featured)
+    if decision.allowed:
+        return
+    if decision.status == 404:
+        raise no_such_slide(public_id)
+    decision.raise_if_refused()

@@ -12,7 +12,7 @@ from typing import Any
 
 from shapely import STRtree, box
 
-from slidebank.annotations.model import Annotation, Viewport
+from slidebank.annotations.model import Annotation, Viewport, not_finite
 from slidebank.annotations.store import (
     Change,
     Diff,
@@ -21,7 +21,7 @@ from slidebank.annotations.store import (
     diff_of,
     label_counts,
 )
-from slidebank.errors import NotFound
+from slidebank.errors import InvalidInput, NotFound
 
 
 @dataclasses.dataclass
@@ -67,6 +67,8 @@ class MemoryAnnotationStore:
         for index, item in enumerate(items):
             if item.geometry.is_empty:
                 raise ValueError(f"annotation {numbers[index]}: empty geometry")
+            if (reason := not_finite(item)) is not None:
+                raise InvalidInput(f"annotation {numbers[index]}: {reason}")
         self._versions.setdefault(set_id, []).extend(
             _Version(dataclasses.replace(item, id=next(self._ids), number=number), rev)
             for item, number in zip(items, numbers, strict=True)

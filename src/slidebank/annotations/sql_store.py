@@ -553,11 +553,16 @@ class SqlAnnotationStore:
 
 
 def _on_cell_grid(viewport: Viewport, cell: float) -> bool:
-    """Whether a density request can be answered from the kept counts exactly."""
+    """Whether a density request can be answered from the kept counts exactly. Its cell
+    numbers are bound as 64-bit integers: a window beyond 2**53 px (far outside any slide)
+    is counted from the boxes instead."""
     return all(
-        value >= 0 and value % DENSITY_CELL == 0
+        0 <= value <= _EXACT_FLOATS and value % DENSITY_CELL == 0
         for value in (viewport.x0, viewport.y0, viewport.x1, viewport.y1, cell)
     )
+
+
+_EXACT_FLOATS = float(2**53)
 
 
 def _prepared(annotations: Iterable[Annotation]) -> Iterator[PreparedBatch]:

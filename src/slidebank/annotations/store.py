@@ -9,6 +9,7 @@ old states.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,16 +64,25 @@ def label_counts(items: Iterable[Annotation]) -> dict[str | None, int]:
 
 
 def density_grid(viewport: Viewport, cell: float) -> tuple[int, int]:
-    """The grid's columns and rows; refuses cells that are not positive or too many."""
-    if not cell > 0:
-        raise InvalidInput(f"density cell must be positive, got {cell}")
-    columns = max(1, int(-(-(viewport.x1 - viewport.x0) // cell)))
-    rows = max(1, int(-(-(viewport.y1 - viewport.y0) // cell)))
+    """The grid's columns and rows; refuses cells that are not positive and finite, or too
+    many of them."""
+    if not (cell > 0 and math.isfinite(cell)):
+        raise InvalidInput(f"cell: a density cell must be positive and finite, got {cell}")
+    columns = _cells(viewport.x1 - viewport.x0, cell)
+    rows = _cells(viewport.y1 - viewport.y0, cell)
     if columns * rows > MAX_DENSITY_CELLS:
         raise InvalidInput(
-            f"density grid of {columns} x {rows} cells is more than {MAX_DENSITY_CELLS:,}"
+            f"cell: a density grid of {columns:,.0f} x {rows:,.0f} cells of {cell} px is more "
+            f"than {MAX_DENSITY_CELLS:,}; ask for larger cells"
         )
-    return columns, rows
+    return int(columns), int(rows)
+
+
+def _cells(extent: float, cell: float) -> float:
+    """Cells across ``extent``, as a float: a vast window in tiny cells has more of them
+    than an integer conversion takes (1e308 px in cells of 1e-300 px is infinitely many)."""
+    count = extent / cell
+    return max(1.0, float(math.ceil(count))) if math.isfinite(count) else math.inf
 
 
 def diff_of(start: int, end: int, before: list[Annotation], after: list[Annotation]) -> Diff:

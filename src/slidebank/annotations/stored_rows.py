@@ -10,6 +10,7 @@ numbers and writes them.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import shapely
 
-from slidebank.annotations.model import Annotation
+from slidebank.annotations.model import Annotation, non_finite_in, not_finite
 from slidebank.catalog.grid_keys import grid_keys
 from slidebank.errors import InvalidInput
 
@@ -48,34 +49,51 @@ class PreparedBatch:
     confidences: list[float | None]
     keys: np.ndarray
     """The grid key of each bounding box (``catalog.grid_keys``)."""
+    refused: tuple[int, str] | None = None
+    """The first annotation of the batch whose values JSON cannot hold (NaN, infinities),
+    by its place in the batch, and why: ``rows`` refuses it, naming its number."""
 
     def __len__(self) -> int:
         return len(self.shapes)
 
 
 def prepare(batch: Sequence[Annotation]) -> PreparedBatch:
-    """``batch`` as columns. An empty geometry has no bounds (NaN): ``rows`` refuses it,
-    naming it by its number in the set, which is known only there."""
+    """``batch`` as columns. An empty geometry has no bounds (NaN), and a property,
+    measurement or confidence may not be finite: ``rows`` refuses either, naming the
+    annotation by its number in the set, which is known only there."""
     geometries = np.array([a.geometry for a in batch], dtype=object)
     bounds = shapely.bounds(geometries).reshape(len(batch), 4)
     texts: dict[int, str] = {}  # readers share equal values between annotations: encode once
+    bad: list[int] = []
 
-    def _text(value: Mapping[str, Any]) -> str:
+    def _text(index: int, value: Mapping[str, Any]) -> str:
         found = texts.get(id(value))
         if found is None:
-            found = texts[id(value)] = json_text(value)
+            try:
+                found = texts[id(value)] = json_text(value)
+            except InvalidInput:
+                bad.append(index)
+                return EMPTY_JSON
         return found
 
+    properties = [_text(i, a.properties) for i, a in enumerate(batch)]
+    measurements = [_text(i, a.measurements) for i, a in enumerate(batch)]
+    confidences = [a.confidence for a in batch]
+    bad += [i for i, c in enumerate(confidences) if c is not None and not math.isfinite(c)]
+    first = min(bad, default=None)
     return PreparedBatch(
         shapes=[a.shape for a in batch],
         labels=[a.label for a in batch],
         areas=shapely.area(geometries),
         bounds=bounds,
         wkb=list(shapely.to_wkb(geometries)),
-        properties=[_text(a.properties) for a in batch],
-        measurements=[_text(a.measurements) for a in batch],
-        confidences=[a.confidence for a in batch],
+        properties=properties,
+        measurements=measurements,
+        confidences=confidences,
         keys=grid_keys(np.nan_to_num(bounds)),
+        refused=None
+        if first is None
+        else (first, not_finite(batch[first]) or "a value is not finite"),
     )
 
 
@@ -84,8 +102,12 @@ def rows(
 ) -> list[tuple[Any, ...]]:
     """Rows in the order of ``WRITTEN``, the annotations numbered ``numbers`` in the set."""
     empty = np.flatnonzero(np.isnan(batch.bounds).any(axis=1))
-    if len(empty):
-        raise InvalidInput(f"annotation {numbers[int(empty[0])]}: empty geometry")
+    refusals = [(int(empty[0]), "empty geometry")] if len(empty) else []
+    if batch.refused is not None:
+        refusals.append(batch.refused)
+    if refusals:  # the first in the batch, as a store that checks one by one finds it
+        index, reason = min(refusals)
+        raise InvalidInput(f"annotation {numbers[index]}: {reason}")
     areas = batch.areas.tolist()
     boxes = batch.bounds.tolist()
     keys = batch.keys.tolist()
@@ -109,5 +131,16 @@ def rows(
     ]
 
 
-def json_text(value: Mapping[str, Any]) -> str:
-    return json.dumps(value, separators=(",", ":")) if value else EMPTY_JSON
+def json_text(value: Mapping[str, Any], what: str = "property") -> str:
+    """``value`` as JSON text; InvalidInput naming the ``what`` (property, measurement)
+    that holds NaN or an infinity, which JSON has no spelling for."""
+    if not value:
+        return EMPTY_JSON
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        for key, item in value.items():
+            where = non_finite_in(item)
+            if where is not None:
+                raise InvalidInput(f"{what} {key + where!r} is not a finite number") from None
+        raise

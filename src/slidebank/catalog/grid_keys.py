@@ -69,10 +69,10 @@ def key_ranges(x0: float, y0: float, x1: float, y1: float, top_level: int) -> li
     ranges = []
     for level in range(min(top_level, TOP_LEVEL) + 1):
         cell = BASE_CELL * 2.0**level
-        first_column = _clipped(math.floor(x0 / cell) - 1)
-        last_column = _clipped(math.floor(x1 / cell))
-        first_row = _clipped(math.floor(y0 / cell) - 1)
-        last_row = _clipped(math.floor(y1 / cell))
+        first_column = _clipped(_floor(x0 / cell, "x0") - 1)
+        last_column = _clipped(_floor(x1 / cell, "x1"))
+        first_row = _clipped(_floor(y0 / cell, "y0") - 1)
+        last_row = _clipped(_floor(y1 / cell, "y1"))
         start = level << _LEVEL_SHIFT
         if level == TOP_LEVEL:
             # Boxes larger than even these cells (absurd sizes) may span many: read them all.
@@ -94,3 +94,13 @@ def key_ranges(x0: float, y0: float, x1: float, y1: float, top_level: int) -> li
 
 def _clipped(cell: int) -> int:
     return min(max(cell + _OFFSET, 0), _AXIS_MASK)
+
+
+def _floor(cells: float, edge: str) -> int:
+    """``floor(cells)``; an infinite window edge lies beyond the edge cells, as a finite one
+    far outside any slide does (``math.floor`` has no integer for it)."""
+    if math.isnan(cells):
+        raise ValueError(f"window edge {edge} is not a number")
+    if math.isinf(cells):
+        return _AXIS_MASK + 1 if cells > 0 else -(_AXIS_MASK + 1)
+    return math.floor(cells)

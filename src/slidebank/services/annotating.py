@@ -10,20 +10,30 @@ import contextlib
 import gc
 import io
 import json
+import math
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO
 
 import numpy as np
 import shapely
+from shapely.errors import ShapelyError
 from shapely.geometry import mapping, shape
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from slidebank.access import audit
 from slidebank.access.clock import now
-from slidebank.access.policy import Action, Owner, Principal, decide, require
+from slidebank.access.policy import (
+    Action,
+    DatasetGate,
+    Owner,
+    Principal,
+    decide,
+    require,
+    require_for_slide,
+)
 from slidebank.access.principals import gate_of
 from slidebank.annotations.checking import CheckReport, Outside, checked
 from slidebank.annotations.formats.base import (
@@ -36,9 +46,9 @@ from slidebank.annotations.formats.base import (
 )
 from slidebank.annotations.formats.registry import SNIFF_BYTES, reader_for, writer_for
 from slidebank.annotations.import_workers import ImportJob, prepared_in_workers
-from slidebank.annotations.model import SHAPES, Annotation, Viewport
+from slidebank.annotations.model import SHAPES, Annotation, Viewport, non_finite_in
 from slidebank.annotations.sql_store import SqlAnnotationStore
-from slidebank.annotations.store import Change, Revision
+from slidebank.annotations.store import Change, Revision, density_grid
 from slidebank.catalog import queries
 from slidebank.catalog.annotation_tables import (
     ANNOTATION_KINDS,
@@ -48,7 +58,7 @@ from slidebank.catalog.annotation_tables import (
 )
 from slidebank.catalog.dicom_tables import DicomInstance
 from slidebank.catalog.tables import Dataset, Image
-from slidebank.errors import Conflict, InvalidInput, NotFound
+from slidebank.errors import Conflict, InvalidInput, NotFound, StorageError
 from slidebank.services.repository import Repository
 
 WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
@@ -57,7 +67,13 @@ WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 MAX_VIEWPORT_ANNOTATIONS = 20_000
 MAX_EDIT_ANNOTATIONS = 10_000
 MAX_DIFF_ROWS = 100_000
+# Agreement holds both sets in memory (about 1 kB an annotation with its geometry) and
+# compares them in one request: larger sets are compared from their exports, offline.
+MAX_AGREEMENT_ANNOTATIONS = 100_000
 HEX_COLOUR_LENGTH = 7
+# Set ids, revision and annotation numbers are 64-bit integers in the catalogue: a larger
+# number names nothing, and the database drivers refuse to bind it (OverflowError).
+MAX_NUMBER = 2**63 - 1
 
 
 # One import at a time in each process decodes in worker processes (``_decoding_workers``).
@@ -88,6 +104,25 @@ class ImportReport:
     clipped: int
     dropped: int
     classes: list[str]
+
+
+@dataclass
+class Reads:
+    """What a read use case read, for its caller to tally as reads of data for the audit
+    trail (``AppState.note_read``): (dataset short name, target) pairs, added once the
+    policy allowed. Targets are the slide's public id, or ``<slide>/<set name>`` for one set,
+    as export audits name it."""
+
+    found: list[tuple[str, str]] = field(default_factory=list)
+
+    def note(self, dataset: Dataset, target: str) -> None:
+        self.found.append((dataset.short_name, target))
+
+
+def _noted(reads: Reads | None, annotation_set: AnnotationSet) -> None:
+    if reads is not None:
+        image = annotation_set.image
+        reads.note(image.slide.dataset, f"{image.public_id}/{annotation_set.name}")
 
 
 def _store(repository: Repository) -> SqlAnnotationStore:
@@ -149,15 +184,40 @@ def _counts(session: Session, set_ids: Sequence[int]) -> dict[int, int]:
     return {int(set_id): int(count or 0) for set_id, count in rows}
 
 
+def _no_set(set_id: int) -> NotFound:
+    """The one answer for a set that does not exist and for one the asker may not know
+    exists (``require(hidden_as=...)``): the same words."""
+    return NotFound(f"no annotation set {set_id}")
+
+
 def _set(session: Session, set_id: int) -> AnnotationSet:
-    found = session.get(AnnotationSet, set_id)
+    found = session.get(AnnotationSet, set_id) if 0 <= set_id <= MAX_NUMBER else None
     if found is None:
-        raise NotFound(f"no annotation set {set_id}")
+        raise _no_set(set_id)
     return found
 
 
-def _gate(annotation_set: AnnotationSet) -> Any:
+def _gate(annotation_set: AnnotationSet) -> DatasetGate:
     return gate_of(annotation_set.image.slide.dataset)
+
+
+def _readable_set(session: Session, principal: Principal, set_id: int) -> AnnotationSet:
+    """The set, if the principal may read it; refused in the words of a missing set."""
+    annotation_set = _set(session, set_id)
+    require(principal, Action.READ_ANNOTATIONS, _gate(annotation_set), hidden_as=_no_set(set_id))
+    return annotation_set
+
+
+def _require_slide_read(principal: Principal, image: Image) -> None:
+    """Refused in the words of a missing slide (unless the dataset features it)."""
+    require_for_slide(
+        principal, Action.READ_ANNOTATIONS, gate_of(image.slide.dataset), image.public_id
+    )
+
+
+def _revision_number(value: int | None, name: str) -> None:
+    if value is not None and not 0 <= value <= MAX_NUMBER:
+        raise InvalidInput(f"{name}: revision {value} is not a revision number (0 to {MAX_NUMBER})")
 
 
 def _change(principal: Principal, action: str, **detail: Any) -> Change:
@@ -177,18 +237,26 @@ def _set_records(session: Session, image: Image) -> list[dict[str, Any]]:
     return [set_record(s, counts) for s in sets]
 
 
-def list_sets(repository: Repository, principal: Principal, slide_id: str) -> list[dict[str, Any]]:
+def list_sets(
+    repository: Repository, principal: Principal, slide_id: str, *, reads: Reads | None = None
+) -> list[dict[str, Any]]:
     with repository.catalogue.reading() as session:
         image = queries.image_by_public_id(session, slide_id)
-        require(principal, Action.READ_ANNOTATIONS, gate_of(image.slide.dataset))
-        return _set_records(session, image)
+        _require_slide_read(principal, image)
+        records = _set_records(session, image)
+        if reads is not None:
+            reads.note(image.slide.dataset, image.public_id)
+        return records
 
 
-def get_set(repository: Repository, principal: Principal, set_id: int) -> dict[str, Any]:
+def get_set(
+    repository: Repository, principal: Principal, set_id: int, *, reads: Reads | None = None
+) -> dict[str, Any]:
     with repository.catalogue.reading() as session:
-        annotation_set = _set(session, set_id)
-        require(principal, Action.READ_ANNOTATIONS, _gate(annotation_set))
-        return set_record(annotation_set, _counts(session, [set_id]))
+        annotation_set = _readable_set(session, principal, set_id)
+        record = set_record(annotation_set, _counts(session, [set_id]))
+        _noted(reads, annotation_set)
+        return record
 
 
 def _new_set(
@@ -236,7 +304,7 @@ def create_set(
 ) -> dict[str, Any]:
     with repository.catalogue.transaction() as session:
         image = queries.image_by_public_id(session, slide_id)
-        _require_write(principal, gate_of(image.slide.dataset))
+        _require_slide_write(principal, image)
         annotation_set = _new_set(session, principal, image, name, kind, author)
         return set_record(annotation_set, {})
 
@@ -260,18 +328,38 @@ def _target_set(
     return existing
 
 
-def _require_write(principal: Principal, gate: Any, owner: Owner | None = None) -> None:
+def _require_slide_write(principal: Principal, image: Image) -> None:
     # Reading first: whoever may not see the slide learns nothing more from a refusal.
-    require(principal, Action.READ_ANNOTATIONS, gate)
-    require(principal, Action.WRITE_ANNOTATIONS, gate, owner=owner)
+    _require_slide_read(principal, image)
+    require(principal, Action.WRITE_ANNOTATIONS, gate_of(image.slide.dataset))
 
 
 def _writable(principal: Principal, annotation_set: AnnotationSet) -> None:
-    _require_write(principal, _gate(annotation_set), Owner(annotation_set.author_user_id))
+    gate = _gate(annotation_set)
+    require(principal, Action.READ_ANNOTATIONS, gate, hidden_as=_no_set(annotation_set.id))
+    require(principal, Action.WRITE_ANNOTATIONS, gate, owner=Owner(annotation_set.author_user_id))
     if annotation_set.kind == "reference":
         raise Conflict(
             f"annotation set {annotation_set.name!r} is a reference set: it is no longer edited"
         )
+
+
+def check_import(
+    repository: Repository, principal: Principal, slide_id: str, set_name: str
+) -> None:
+    """Whether ``import_annotations`` would accept the principal's file into the slide's set
+    called ``set_name``, asked before the file is received: a refused upload is answered
+    before its bytes are read or stored. The import asks the policy again."""
+    with repository.catalogue.reading() as session:
+        image = queries.image_by_public_id(session, slide_id)
+        _require_slide_write(principal, image)
+        existing = session.scalar(
+            select(AnnotationSet).where(
+                AnnotationSet.image_id == image.id, AnnotationSet.name == set_name
+            )
+        )
+        if existing is not None:
+            _writable(principal, existing)
 
 
 def import_annotations(
@@ -300,7 +388,7 @@ def import_annotations(
     with repository.catalogue.transaction() as session:
         image = queries.image_by_public_id(session, slide_id)
         dataset = image.slide.dataset
-        _require_write(principal, gate_of(dataset))
+        _require_slide_write(principal, image)
         annotation_set = _target_set(session, principal, image, set_name, kind, author)
         change = _change(principal, "import", file=filename, format=reader.name)
         store = _store(repository)
@@ -426,13 +514,14 @@ def export_annotations(
     at: int | None = None,
     address: str | None = None,
 ) -> Export:
-    """Writes the set (now, or at revision ``at``) to ``out``; audited."""
+    """Writes the set (now, or at revision ``at``) to ``out``; audited once written, so that
+    an export that failed half-way is not recorded as one."""
     writer = writer_for(file_format)
-    with repository.catalogue.transaction() as session:
-        annotation_set = _set(session, set_id)
+    _revision_number(at, "revision")
+    with repository.catalogue.reading() as session:
+        annotation_set = _readable_set(session, principal, set_id)
         image = annotation_set.image
         dataset = image.slide.dataset
-        require(principal, Action.READ_ANNOTATIONS, gate_of(dataset))
         context = ExportContext(
             set_name=annotation_set.name,
             slide_width=image.width,
@@ -441,19 +530,22 @@ def export_annotations(
             classes=_styles(session, dataset.id),
             source_dicom=_level0_instance(repository, session, image),
         )
-        audit.append(
-            session,
-            principal,
-            "annotations.export",
-            dataset_id=dataset.id,
-            target=f"{image.public_id}/{annotation_set.name}",
-            address=address,
-            detail={"format": writer.name, "revision": at},
-        )
+        dataset_id = dataset.id
+        target = f"{image.public_id}/{annotation_set.name}"
         name = f"{image.public_id}-{annotation_set.name}{writer.suffix}"
     start = out.tell() if out.seekable() else 0
     writer.write(_store(repository).stream(set_id, at), out, context)  # type: ignore[arg-type]
     size = (out.tell() - start) if out.seekable() else 0
+    with repository.catalogue.transaction() as session:
+        audit.append(
+            session,
+            principal,
+            "annotations.export",
+            dataset_id=dataset_id,
+            target=target,
+            address=address,
+            detail={"format": writer.name, "revision": at},
+        )
     return Export(name, writer.media_type, size)
 
 
@@ -470,17 +562,26 @@ def _level0_instance(repository: Repository, session: Session, image: Image) -> 
 
 
 def _slide_sets(
-    repository: Repository, principal: Principal, slide_id: str, set_ids: Sequence[int] | None
+    repository: Repository,
+    principal: Principal,
+    slide_id: str,
+    set_ids: Sequence[int] | None,
+    reads: Reads | None,
 ) -> list[int]:
+    """The slide's sets the read is of (all, or ``set_ids``), once the policy allowed; the
+    read is noted with the dataset loaded here (no query of its own per viewport)."""
     with repository.catalogue.reading() as session:
         image = queries.image_by_public_id(session, slide_id)
-        return _readable_sets(session, principal, image, set_ids)
+        sets = _readable_sets(session, principal, image, set_ids)
+        if reads is not None:
+            reads.note(image.slide.dataset, image.public_id)
+        return sets
 
 
 def _readable_sets(
     session: Session, principal: Principal, image: Image, set_ids: Sequence[int] | None
 ) -> list[int]:
-    require(principal, Action.READ_ANNOTATIONS, gate_of(image.slide.dataset))
+    _require_slide_read(principal, image)
     on_slide = list(
         session.scalars(select(AnnotationSet.id).where(AnnotationSet.image_id == image.id))
     )
@@ -503,12 +604,16 @@ def viewport_geojson(
     min_area: float | None = None,
     simplify: float = 0.0,
     limit: int = MAX_VIEWPORT_ANNOTATIONS,
+    reads: Reads | None = None,
 ) -> bytes:
     """The annotations in a window as GeoJSON text, geometry simplified to ``simplify``
     level-0 pixels (the viewer passes about one screen pixel): what the viewer asks for at
     every pan, so geometry is written by GEOS for the whole window at once."""
     limit = min(limit, MAX_VIEWPORT_ANNOTATIONS)
-    sets = _slide_sets(repository, principal, slide_id, set_ids)
+    if not math.isfinite(simplify) or (min_area is not None and not math.isfinite(min_area)):
+        name = "simplify" if not math.isfinite(simplify) else "min_area"
+        raise InvalidInput(f"{name}: must be a finite number")
+    sets = _slide_sets(repository, principal, slide_id, set_ids, reads)
     found = _store(repository).query(
         sets, window, labels=labels, min_area=min_area, limit=limit + 1
     )
@@ -519,13 +624,15 @@ def viewport_geojson(
         simpler = shapely.simplify(geometries, simplify, preserve_topology=True)
         geometries = np.where(shapely.is_empty(simpler), geometries, simpler)
     texts = shapely.to_geojson(geometries) if found else []
-    encode = json.JSONEncoder(separators=(",", ":")).encode
+    # NaN and infinities have no JSON spelling: refused rather than sent as invalid JSON
+    # (edits and imports refuse them; only a row stored before that holds one).
+    encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
     plain: dict[tuple[Any, ...], str] = {}  # cells share label and shape: encode once
     parts = []
     for item, text in zip(found, texts, strict=True):
         # The store shares equal property values between annotations: key on identity.
         key = (item.label, item.shape, item.confidence, id(item.properties), id(item.measurements))
-        properties = plain.get(key) or plain.setdefault(key, encode(_properties(item)))
+        properties = plain.get(key) or plain.setdefault(key, _encoded(encode, item))
         parts.append(
             f'{{"type":"Feature","id":{item.number},"geometry":{text},"properties":{properties}}}'
         )
@@ -536,6 +643,17 @@ def viewport_geojson(
         + ",".join(parts)
         + "]}"
     ).encode()
+
+
+def _encoded(encode: Callable[[Any], str], item: Annotation) -> str:
+    try:
+        text = encode(_properties(item))
+    except ValueError as exc:
+        raise StorageError(
+            f"annotation {item.number}: a stored property is not a finite number, which JSON "
+            "cannot carry; edit or remove the annotation"
+        ) from exc
+    return text
 
 
 def _properties(item: Annotation) -> dict[str, Any]:
@@ -556,8 +674,10 @@ def density(
     cell: float,
     *,
     set_ids: Sequence[int] | None = None,
+    reads: Reads | None = None,
 ) -> dict[str, Any]:
-    sets = _slide_sets(repository, principal, slide_id, set_ids)
+    density_grid(window, cell)  # before any query: a refused grid costs none
+    sets = _slide_sets(repository, principal, slide_id, set_ids, reads)
     counts = _store(repository).density(sets, window, cell)
     return {
         "x0": window.x0,
@@ -574,8 +694,9 @@ def count_by_label(
     window: Viewport,
     *,
     set_ids: Sequence[int] | None = None,
+    reads: Reads | None = None,
 ) -> dict[str, int]:
-    sets = _slide_sets(repository, principal, slide_id, set_ids)
+    sets = _slide_sets(repository, principal, slide_id, set_ids, reads)
     counts = _store(repository).count_by_label(sets, window)
     return {("" if label is None else label): n for label, n in counts.items()}
 
@@ -586,11 +707,17 @@ def _annotation_of(item: Any, where: str, width: int, height: int) -> Annotation
         raise InvalidInput(f"{where}: not a GeoJSON feature with a geometry")
     try:
         geometry = shape(item["geometry"])
-    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, ShapelyError) as exc:
         raise InvalidInput(f"{where}: malformed geometry ({exc})") from exc
+    if not np.isfinite(shapely.get_coordinates(geometry)).all():
+        raise InvalidInput(f"{where}: coordinates are not finite numbers")
     properties = item.get("properties") or {}
     if not isinstance(properties, dict):
         raise InvalidInput(f"{where}: properties are not an object")
+    for key, value in properties.items():
+        found = non_finite_in(value)
+        if found is not None:
+            raise InvalidInput(f"{where}: property {key + found!r} is not a finite number")
     declared = properties.get("shape")
     kinds = {"Point": "point", "MultiPoint": "multipoint", "LineString": "line"}
     kinds |= {"Polygon": "polygon", "MultiPolygon": "multipolygon"}
@@ -643,6 +770,9 @@ def edit(
         annotation_set = _set(session, set_id)
         _writable(principal, annotation_set)
         width, height = annotation_set.image.width, annotation_set.image.height
+    unknown = [n for n in [*replace, *remove] if not 0 <= int(n) <= MAX_NUMBER]
+    if unknown:  # the store's words for a number the set does not hold
+        raise NotFound(f"annotation {unknown[0]} is not in set {set_id}")
     added = [
         _annotation_of(item, f"added feature {i}", width, height) for i, item in enumerate(add)
     ]
@@ -663,17 +793,27 @@ def edit(
     return revision_record(revision)
 
 
-def history(repository: Repository, principal: Principal, set_id: int) -> list[dict[str, Any]]:
+def history(
+    repository: Repository, principal: Principal, set_id: int, *, reads: Reads | None = None
+) -> list[dict[str, Any]]:
     with repository.catalogue.reading() as session:
-        require(principal, Action.READ_ANNOTATIONS, _gate(_set(session, set_id)))
+        _noted(reads, _readable_set(session, principal, set_id))
     return [revision_record(r) for r in _store(repository).history(set_id)]
 
 
 def diff(
-    repository: Repository, principal: Principal, set_id: int, start: int, end: int
+    repository: Repository,
+    principal: Principal,
+    set_id: int,
+    start: int,
+    end: int,
+    *,
+    reads: Reads | None = None,
 ) -> dict[str, Any]:
+    _revision_number(start, "start")
+    _revision_number(end, "end")
     with repository.catalogue.reading() as session:
-        require(principal, Action.READ_ANNOTATIONS, _gate(_set(session, set_id)))
+        _noted(reads, _readable_set(session, principal, set_id))
         changed_rows = session.scalar(
             select(func.sum(AnnotationRevision.added + AnnotationRevision.removed)).where(
                 AnnotationRevision.set_id == set_id,
@@ -708,9 +848,8 @@ def promote(
 ) -> dict[str, Any]:
     """A steward makes a set the dataset's reference; it is not edited afterwards."""
     with repository.catalogue.transaction() as session:
-        annotation_set = _set(session, set_id)
+        annotation_set = _readable_set(session, principal, set_id)
         dataset = annotation_set.image.slide.dataset
-        require(principal, Action.READ_ANNOTATIONS, gate_of(dataset))
         require(principal, Action.CURATE, gate_of(dataset))
         if annotation_set.kind == "reference":
             raise Conflict(f"annotation set {annotation_set.name!r} is already a reference")
@@ -739,14 +878,31 @@ def compare(
     *,
     distance: float = 10.0,
     cells: bool = False,
+    limit: int | None = MAX_AGREEMENT_ANNOTATIONS,
+    reads: Reads | None = None,
 ) -> dict[str, Any]:
-    """Agreement between two sets of one slide (``annotations.agreement``)."""
+    """Agreement between two sets of one slide (``annotations.agreement``). Both sets are
+    held in memory and compared at once, so each may hold at most ``limit`` annotations
+    (``MAX_AGREEMENT_ANNOTATIONS``, 100,000: a few hundred MB for both; None: no bound, for
+    the command line); larger sets are refused before any is read."""
     with repository.catalogue.reading() as session:
-        first, second = _set(session, reference_set), _set(session, test_set)
+        # Both readable first: whether the two are on one slide is news about the second.
+        first = _readable_set(session, principal, reference_set)
+        second = _readable_set(session, principal, test_set)
         if first.image_id != second.image_id:
             raise InvalidInput("agreement: the two sets annotate different slides")
-        require(principal, Action.READ_ANNOTATIONS, _gate(first))
         names = (first.name, second.name)
+        sizes = _counts(session, [reference_set, test_set])
+        for annotation_set in (first, second):
+            size = sizes.get(annotation_set.id, 0)
+            if limit is not None and size > limit:
+                raise InvalidInput(
+                    f"agreement: set {annotation_set.id} ({annotation_set.name!r}) holds "
+                    f"{size:,} annotations, more than the {limit:,} an agreement compares; "
+                    "compare exports of the sets instead"
+                )
+        _noted(reads, first)
+        _noted(reads, second)
     # Imported here: it loads scipy (about 45 MB), which every server worker would otherwise
     # carry for a page few requests open.
     from slidebank.annotations import agreement
@@ -856,8 +1012,9 @@ def _label_class(index: int, item: Mapping[str, Any]) -> dict[str, Any]:
 def stream_set(
     repository: Repository, principal: Principal, set_id: int, at: int | None = None
 ) -> Iterator[Annotation]:
+    _revision_number(at, "revision")
     with repository.catalogue.reading() as session:
-        require(principal, Action.READ_ANNOTATIONS, _gate(_set(session, set_id)))
+        _readable_set(session, principal, set_id)
     return _store(repository).stream(set_id, at)
 
 
@@ -883,7 +1040,7 @@ def find_set(repository: Repository, principal: Principal, slide_id: str, name: 
     """The id of the slide's set called ``name``."""
     with repository.catalogue.reading() as session:
         image = queries.image_by_public_id(session, slide_id)
-        require(principal, Action.READ_ANNOTATIONS, gate_of(image.slide.dataset))
+        _require_slide_read(principal, image)
         found = session.scalar(
             select(AnnotationSet.id).where(
                 AnnotationSet.image_id == image.id, AnnotationSet.name == name

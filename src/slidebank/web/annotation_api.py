@@ -10,18 +10,42 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.types import Receive, Scope, Send
 
-from slidebank.access.policy import Principal
+from slidebank.access.policy import Action, Principal
 from slidebank.annotations.formats.base import ImportLimits
 from slidebank.annotations.model import Viewport
 from slidebank.services import annotating
+from slidebank.web import problems
 from slidebank.web.auth import client_address, current_principal
 from slidebank.web.state import AppState, app_state
 
-router = APIRouter(prefix="/api", tags=["annotations"])
+# The JSON bodies of these routes are parsed whole, at about ten times their size in
+# memory: an edit of the 10,000 annotations it may change (polygons of some 30 vertices)
+# fits; more is an import, whose file is streamed to disk under its own limit
+# (Settings.max_annotation_import_bytes).
+MAX_JSON_BODY_BYTES = 8 * 1024 * 1024
+EDIT_ITEMS = annotating.MAX_EDIT_ANNOTATIONS
+
+
+class _DeclaredBodyLimit(APIRoute):
+    """A route whose body limit (``max_body_size``) also refuses a declared Content-Length
+    over it before anything runs, as a problem document: Starlette's limiter answers that
+    case itself, in plain text, replacing the application's answer."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.max_body_size is not None:
+            declared = Headers(scope=scope).get("content-length")
+            problems.refuse_declared_body_over(declared, self.max_body_size)
+        await super().handle(scope, receive, send)
+
+
+router = APIRouter(prefix="/api", tags=["annotations"], route_class=_DeclaredBodyLimit)
 State = Annotated[AppState, Depends(app_state)]
 Asker = Annotated[Principal, Depends(current_principal)]
 # Spelled out for the OpenAPI schema; tests/web/test_annotation_api.py keeps them equal to
@@ -42,11 +66,12 @@ class NewSet(BaseModel):
 
 
 class Edit(BaseModel):
-    """One revision: GeoJSON features to add, new versions by annotation number, deletions."""
+    """One revision: GeoJSON features to add, new versions by annotation number, deletions
+    (at most 10,000 changes in all)."""
 
-    add: list[dict[str, Any]] = Field(default_factory=list)
-    replace: dict[int, dict[str, Any]] = Field(default_factory=dict)
-    remove: list[int] = Field(default_factory=list)
+    add: list[dict[str, Any]] = Field(default_factory=list, max_length=EDIT_ITEMS)
+    replace: dict[int, dict[str, Any]] = Field(default_factory=dict, max_length=EDIT_ITEMS)
+    remove: list[int] = Field(default_factory=list, max_length=EDIT_ITEMS)
 
 
 class Revert(BaseModel):
@@ -67,13 +92,15 @@ def _window(
     x1: Annotated[float, Query(description="Right edge, level-0 px.")],
     y1: Annotated[float, Query(description="Bottom edge, level-0 px.")],
 ) -> Viewport:
-    try:
-        return Viewport(x0, y0, x1, y1)
-    except ValueError as exc:
-        raise HTTPException(400, str(exc)) from exc
+    return Viewport(x0, y0, x1, y1)  # InvalidInput (400) names the edge that is wrong
 
 
 Window = Annotated[Viewport, Depends(_window)]
+
+
+async def _tally(state: AppState, request: Request, reads: annotating.Reads) -> None:
+    """Annotation reads go to the audit trail's read tally, as every read of data does."""
+    await state.note_reads(request, Action.READ_ANNOTATIONS, reads.found)
 
 
 def _set_ids(sets: str | None) -> list[int] | None:
@@ -90,11 +117,23 @@ def _labels(labels: str | None) -> list[str] | None:
 
 
 @router.get("/slides/{slide_id}/annotation-sets", summary="The slide's annotation sets")
-async def list_sets(state: State, asker: Asker, slide_id: str) -> list[dict[str, Any]]:
-    return await run_in_threadpool(annotating.list_sets, state.repository, asker, slide_id)
+async def list_sets(
+    state: State, asker: Asker, request: Request, slide_id: str
+) -> list[dict[str, Any]]:
+    reads = annotating.Reads()
+    found = await run_in_threadpool(
+        lambda: annotating.list_sets(state.repository, asker, slide_id, reads=reads)
+    )
+    await _tally(state, request, reads)
+    return found
 
 
-@router.post("/slides/{slide_id}/annotation-sets", summary="A new set of your own", status_code=201)
+@router.post(
+    "/slides/{slide_id}/annotation-sets",
+    summary="A new set of your own",
+    status_code=201,
+    max_body_size=MAX_JSON_BODY_BYTES,
+)
 async def create_set(state: State, asker: Asker, slide_id: str, body: NewSet) -> dict[str, Any]:
     return await run_in_threadpool(
         annotating.create_set,
@@ -116,6 +155,7 @@ async def create_set(state: State, asker: Asker, slide_id: str, body: NewSet) ->
 async def viewport(
     state: State,
     asker: Asker,
+    request: Request,
     slide_id: str,
     window: Window,
     sets: Sets = None,
@@ -128,6 +168,7 @@ async def viewport(
         annotating.MAX_VIEWPORT_ANNOTATIONS
     ),
 ) -> Response:
+    reads = annotating.Reads()
     body = await run_in_threadpool(
         lambda: annotating.viewport_geojson(
             state.repository,
@@ -139,8 +180,10 @@ async def viewport(
             min_area=min_area,
             simplify=simplify,
             limit=limit,
+            reads=reads,
         )
     )
+    await _tally(state, request, reads)
     return Response(body, media_type="application/geo+json")
 
 
@@ -151,31 +194,57 @@ async def viewport(
 async def density(
     state: State,
     asker: Asker,
+    request: Request,
     slide_id: str,
     window: Window,
     cell: Annotated[float, Query(gt=0, description="Cell side in level-0 px.")],
     sets: Sets = None,
 ) -> dict[str, Any]:
-    return await run_in_threadpool(
+    reads = annotating.Reads()
+    found = await run_in_threadpool(
         lambda: annotating.density(
-            state.repository, asker, slide_id, window, cell, set_ids=_set_ids(sets)
+            state.repository, asker, slide_id, window, cell, set_ids=_set_ids(sets), reads=reads
         )
     )
+    await _tally(state, request, reads)
+    return found
 
 
 @router.get("/slides/{slide_id}/annotations/counts", summary="Annotations per class in a window")
 async def counts(
     state: State,
     asker: Asker,
+    request: Request,
     slide_id: str,
     window: Window,
     sets: Sets = None,
 ) -> dict[str, int]:
-    return await run_in_threadpool(
+    reads = annotating.Reads()
+    found = await run_in_threadpool(
         lambda: annotating.count_by_label(
-            state.repository, asker, slide_id, window, set_ids=_set_ids(sets)
+            state.repository, asker, slide_id, window, set_ids=_set_ids(sets), reads=reads
         )
     )
+    await _tally(state, request, reads)
+    return found
+
+
+def _upload(state: State, request: Request) -> int:
+    """The import's size limit, once the request is a file body within it. Declared before
+    the principal, so that a form is refused before the CSRF check would parse it."""
+    kind = request.headers.get("content-type", "").lower()
+    if kind.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        raise HTTPException(
+            415,
+            "send the annotation file itself as the request body (application/octet-stream, "
+            "or the file's own type), not as a form; a session's CSRF token goes in the "
+            "X-CSRF-Token header",
+        )
+    limit = state.settings.max_annotation_import_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"an annotation file may be at most {limit:,} bytes")
+    return limit
 
 
 @router.post(
@@ -192,6 +261,7 @@ async def counts(
 )
 async def import_file(
     state: State,
+    limit: Annotated[int, Depends(_upload)],
     asker: Asker,
     request: Request,
     slide_id: str,
@@ -204,10 +274,9 @@ async def import_file(
     ] = "refuse",
     filename: Annotated[str, Query(max_length=255)] = "upload",
 ) -> dict[str, Any]:
-    limit = state.settings.max_annotation_import_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"an annotation file may be at most {limit:,} bytes")
+    set_name = set or asker.name
+    # The policy before the body: a refused upload is not received, let alone stored.
+    await run_in_threadpool(annotating.check_import, state.repository, asker, slide_id, set_name)
     with tempfile.TemporaryFile(prefix="slidebank-import-") as body:
         size = 0
         async for chunk in request.stream():
@@ -223,7 +292,7 @@ async def import_file(
                 slide_id,
                 body,
                 filename,
-                set_name=set or asker.name,
+                set_name=set_name,
                 file_format=format,
                 outside=outside,
                 limits=ImportLimits(max_bytes=limit),
@@ -243,8 +312,13 @@ async def import_file(
 
 
 @router.get("/annotation-sets/{set_id}", summary="One annotation set")
-async def get_set(state: State, asker: Asker, set_id: int) -> dict[str, Any]:
-    return await run_in_threadpool(annotating.get_set, state.repository, asker, set_id)
+async def get_set(state: State, asker: Asker, request: Request, set_id: int) -> dict[str, Any]:
+    reads = annotating.Reads()
+    found = await run_in_threadpool(
+        lambda: annotating.get_set(state.repository, asker, set_id, reads=reads)
+    )
+    await _tally(state, request, reads)
+    return found
 
 
 @router.get(
@@ -291,7 +365,11 @@ def _remove(path: str) -> None:
     Path(path).unlink(missing_ok=True)
 
 
-@router.post("/annotation-sets/{set_id}/edits", summary="Change your own set: one revision")
+@router.post(
+    "/annotation-sets/{set_id}/edits",
+    summary="Change your own set: one revision",
+    max_body_size=MAX_JSON_BODY_BYTES,
+)
 async def edit(state: State, asker: Asker, set_id: int, body: Edit) -> dict[str, Any]:
     return await run_in_threadpool(
         lambda: annotating.edit(
@@ -306,27 +384,48 @@ async def edit(state: State, asker: Asker, set_id: int, body: Edit) -> dict[str,
 
 
 @router.get("/annotation-sets/{set_id}/revisions", summary="The set's history")
-async def revisions(state: State, asker: Asker, set_id: int) -> list[dict[str, Any]]:
-    return await run_in_threadpool(annotating.history, state.repository, asker, set_id)
+async def revisions(
+    state: State, asker: Asker, request: Request, set_id: int
+) -> list[dict[str, Any]]:
+    reads = annotating.Reads()
+    found = await run_in_threadpool(
+        lambda: annotating.history(state.repository, asker, set_id, reads=reads)
+    )
+    await _tally(state, request, reads)
+    return found
 
 
 @router.get("/annotation-sets/{set_id}/diff", summary="What changed between two revisions")
 async def diff(
     state: State,
     asker: Asker,
+    request: Request,
     set_id: int,
     start: Annotated[int, Query(ge=0)],
     end: Annotated[int, Query(ge=0)],
 ) -> dict[str, Any]:
-    return await run_in_threadpool(annotating.diff, state.repository, asker, set_id, start, end)
+    reads = annotating.Reads()
+    found = await run_in_threadpool(
+        lambda: annotating.diff(state.repository, asker, set_id, start, end, reads=reads)
+    )
+    await _tally(state, request, reads)
+    return found
 
 
-@router.post("/annotation-sets/{set_id}/revert", summary="Make an earlier revision current")
+@router.post(
+    "/annotation-sets/{set_id}/revert",
+    summary="Make an earlier revision current",
+    max_body_size=MAX_JSON_BODY_BYTES,
+)
 async def revert(state: State, asker: Asker, set_id: int, body: Revert) -> dict[str, Any]:
     return await run_in_threadpool(annotating.revert, state.repository, asker, set_id, body.to)
 
 
-@router.post("/annotation-sets/{set_id}/promote", summary="Promote to reference (stewards)")
+@router.post(
+    "/annotation-sets/{set_id}/promote",
+    summary="Promote to reference (stewards)",
+    max_body_size=MAX_JSON_BODY_BYTES,
+)
 async def promote(state: State, asker: Asker, request: Request, set_id: int) -> dict[str, Any]:
     return await run_in_threadpool(
         annotating.promote, state.repository, asker, set_id, client_address(request)
@@ -340,6 +439,7 @@ async def promote(state: State, asker: Asker, request: Request, set_id: int) -> 
 async def agreement(
     state: State,
     asker: Asker,
+    request: Request,
     set_id: int,
     other_id: int,
     distance: Annotated[
@@ -347,11 +447,21 @@ async def agreement(
     ] = 10.0,
     cells: Annotated[bool, Query(description="Score polygons as cells (centroids).")] = False,
 ) -> dict[str, Any]:
-    return await run_in_threadpool(
+    """Each set may hold at most 100,000 annotations (both are compared in memory)."""
+    reads = annotating.Reads()
+    found = await run_in_threadpool(
         lambda: annotating.compare(
-            state.repository, asker, set_id, other_id, distance=distance, cells=cells
+            state.repository,
+            asker,
+            set_id,
+            other_id,
+            distance=distance,
+            cells=cells,
+            reads=reads,
         )
     )
+    await _tally(state, request, reads)
+    return found
 
 
 @router.get("/datasets/{name}/labels", summary="The dataset's label schema")
@@ -359,7 +469,11 @@ async def labels(state: State, asker: Asker, name: str) -> list[dict[str, Any]]:
     return await run_in_threadpool(annotating.label_schema, state.repository, asker, name)
 
 
-@router.put("/datasets/{name}/labels", summary="Replace the dataset's label schema (stewards)")
+@router.put(
+    "/datasets/{name}/labels",
+    summary="Replace the dataset's label schema (stewards)",
+    max_body_size=MAX_JSON_BODY_BYTES,
+)
 async def set_labels(
     state: State,
     asker: Asker,

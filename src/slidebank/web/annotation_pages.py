@@ -214,12 +214,19 @@ def install(app: FastAPI) -> None:
     ) -> Response:
         repository = state.repository
         query = parse_page_query(params)
+        # The page's reads of annotations (the sets, their histories, a diff, an agreement)
+        # go to the audit trail as the API's do.
+        reads = annotating.Reads()
         try:
             record = await run_in_threadpool(browsing.show_slide, repository, asker, public_id)
-            sets = await run_in_threadpool(annotating.list_sets, repository, asker, public_id)
+            sets = await run_in_threadpool(
+                annotating.list_sets, repository, asker, public_id, reads=reads
+            )
             rights = await run_in_threadpool(annotating.slide_rights, repository, asker, public_id)
             histories = {
-                s["id"]: await run_in_threadpool(annotating.history, repository, asker, s["id"])
+                s["id"]: await run_in_threadpool(
+                    annotating.history, repository, asker, s["id"], reads=reads
+                )
                 for s in sets
             }
         except (NotFound, Forbidden) as exc:
@@ -228,8 +235,9 @@ def install(app: FastAPI) -> None:
         await state.note_read(request, Action.READ_METADATA, dataset, public_id)
         names = {s["id"]: s["name"] for s in sets}
         latest = {k: (v[-1]["number"] if v else 0) for k, v in histories.items()}
-        diff, diff_errors = await _diff(repository, asker, query, names, latest)
-        agreement, agreement_errors = await _agreement(repository, asker, query, names)
+        diff, diff_errors = await _diff(repository, asker, query, names, latest, reads)
+        agreement, agreement_errors = await _agreement(repository, asker, query, names, reads)
+        await state.note_reads(request, Action.READ_ANNOTATIONS, reads.found)
         notice = _notice(params, names)
         chosen_reference, chosen_test = _choices(sets, query)
         context = {
@@ -335,6 +343,7 @@ async def _diff(
     query: PageQuery,
     names: dict[int, str],
     latest: dict[int, int],
+    reads: annotating.Reads,
 ) -> tuple[dict[str, Any] | None, list[str]]:
     """The diff the query asks for (or None), and what is wrong with the request."""
     errors = list(query.diff_errors)
@@ -346,14 +355,20 @@ async def _diff(
     if max(start, end) > latest[set_id]:
         return None, [f"set {names[set_id]!r} has revisions 0 to {latest[set_id]}"]
     try:
-        found = await run_in_threadpool(annotating.diff, repository, asker, set_id, start, end)
+        found = await run_in_threadpool(
+            annotating.diff, repository, asker, set_id, start, end, reads=reads
+        )
     except InvalidInput as exc:
         return None, [str(exc)]
     return {"set": set_id, "name": names[set_id], **diff_view(found)}, []
 
 
 async def _agreement(
-    repository: Repository, asker: Principal, query: PageQuery, names: dict[int, str]
+    repository: Repository,
+    asker: Principal,
+    query: PageQuery,
+    names: dict[int, str],
+    reads: annotating.Reads,
 ) -> tuple[dict[str, Any] | None, list[str]]:
     """The agreement the query asks for (or None), and what is wrong with the request."""
     errors = list(query.agreement_errors)
@@ -366,7 +381,13 @@ async def _agreement(
     try:
         result = await run_in_threadpool(
             lambda: annotating.compare(
-                repository, asker, reference, test, distance=query.distance, cells=query.cells
+                repository,
+                asker,
+                reference,
+                test,
+                distance=query.distance,
+                cells=query.cells,
+                reads=reads,
             )
         )
     except InvalidInput as exc:

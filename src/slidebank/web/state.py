@@ -4,6 +4,7 @@ caches and tallies of access control."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -73,6 +74,13 @@ class AppState:
             if gate.name == dataset_name:
                 self.reads.add(principal, action.value, gate.id, target, client_address(request))
                 return
+
+    async def note_reads(
+        self, request: Request, action: Action, found: Iterable[tuple[str, str]]
+    ) -> None:
+        """Tally reads a use case reported as (dataset short name, target) pairs."""
+        for dataset_name, target in found:
+            await self.note_read(request, action, dataset_name, target)
 
     def forget_gates(self) -> None:
         self._gates_until = 0.0

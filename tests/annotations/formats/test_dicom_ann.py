@@ -411,8 +411,52 @@ def test_reader_limits(source_dicom: Path, source: Dataset) -> None:
         InvalidInput, match=r"group 1 \('Cells'\): its class is longer than 4 characters"
     ):
         read(data, ImportLimits(max_text=4))
-    with pytest.raises(InvalidInput, match=f"is larger than the limit of {len(data) - 1} bytes"):
+    with pytest.raises(InvalidInput, match=f"larger than the limit of {len(data) - 1:,} bytes"):
         read(data, ImportLimits(max_bytes=len(data) - 1))
+
+
+class _Watched(io.BytesIO):
+    """A file that records how many bytes were read from it."""
+
+    taken = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        self.taken += len(data)
+        return data
+
+
+def test_an_instance_over_the_memory_bound_is_refused_unread(
+    source_dicom: Path, source: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    items = [Annotation(Point(1, 1), "point", "Cells")]
+    data = write(items, context(source_dicom, source))
+    monkeypatch.setattr(dicom_ann, "MAX_DICOM_BYTES", len(data) - 1)
+    file = _Watched(data)
+    with pytest.raises(InvalidInput, match=f"cells.dcm: is {len(data):,} bytes, larger than"):
+        list(dicom_ann.reader.read(file, "cells.dcm", ImportLimits(), {}))
+    assert file.taken == 0  # refused by its size: nothing of it was held in memory
+    monkeypatch.setattr(dicom_ann, "MAX_DICOM_BYTES", len(data))
+    assert len(read(data)) == 1
+
+
+@pytest.mark.parametrize(
+    ("item", "what"),
+    [
+        (Annotation(Point(1, 1), "point", "Cells", measurements={"area": math.inf}), "measurement"),
+        (Annotation(Point(1, 1), "point", "Cells", confidence=-math.inf), "confidence"),
+    ],
+)
+def test_infinite_measurements_are_refused(
+    source_dicom: Path, source: Dataset, item: Annotation, what: str
+) -> None:
+    # NaN means "no value" in DICOM measurements; an infinity would be stored and then
+    # written into every answer as a number JSON has no spelling for.
+    data = write([Annotation(Point(2, 2), "point", "Cells"), item], context(source_dicom, source))
+    with pytest.raises(InvalidInput) as caught:
+        read(data)
+    assert str(caught.value).startswith("cells.dcm: group 1 ('Cells'): annotation 2: " + what)
+    assert str(caught.value).endswith("is not a finite number")
 
 
 def test_the_registry_names_the_dicom_format_as_its_module_does() -> None:

@@ -372,6 +372,22 @@ def test_non_finite_coordinates_are_refused() -> None:
 
 
 @pytest.mark.parametrize(
+    ("user", "name"),
+    [
+        (b'{"note": Infinity}', "note"),
+        (b'{"score": [1, NaN]}', "score[1]"),
+        (b'{"measurements": {"area": 1e400}}', "measurements.area"),
+        (b'{"confidence": -Infinity}', "confidence"),
+    ],
+)
+def test_non_finite_user_properties_are_refused(user: bytes, name: str) -> None:
+    # Python's JSON decoder reads these; stored, they made every viewport answer over the
+    # annotation invalid JSON and the set's DSA export fail.
+    data = b'{"elements": [{"type": "point", "center": [1, 2, 0], "user": ' + user + b"}]}"
+    assert refused(data) == f"cells.json: element 1: user property {name!r} is not a finite number"
+
+
+@pytest.mark.parametrize(
     ("data", "message"),
     [
         (

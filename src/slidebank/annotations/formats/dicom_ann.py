@@ -39,11 +39,14 @@ format and are not written. Coordinates are stored as float32 (``Point Coordinat
 Data``, which viewers read widely): below 131,072 pixels they keep 1/128 pixel or better.
 
 The reader reads the file whole with pydicom (the format is one dataset with no way to
-read it in parts); ``ImportLimits.max_bytes`` bounds it first. It refuses 3D coordinates
-and frame-relative 2D coordinates. It takes coordinates as level-0 pixels: that the
-referenced image is the slide's largest level is for the caller to check. The writer
-gathers every group's coordinates (float32 arrays) before highdicom builds the dataset,
-so it holds about 8 bytes per vertex plus a small array per annotation.
+read it in parts), straight from the file, so it holds about the file's size in memory:
+files larger than ``MAX_DICOM_BYTES`` (256 MiB, some 30 million float32 vertices) or
+``ImportLimits.max_bytes`` are refused by their size before any byte is read; larger
+collections are imported as several instances or in a streamed format (GeoJSON, DSA).
+It refuses 3D coordinates and frame-relative 2D coordinates. It takes coordinates as
+level-0 pixels: that the referenced image is the slide's largest level is for the caller
+to check. The writer gathers every group's coordinates (float32 arrays) before highdicom
+builds the dataset, so it holds about 8 bytes per vertex plus a small array per annotation.
 """
 
 from __future__ import annotations
@@ -97,6 +100,8 @@ SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.91.1"
 WSI_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.77.1.6"
 LOCAL_SCHEME = "99SLIDEBANK"
 
+MAX_DICOM_BYTES = 256 * 1024**2
+"""Largest instance the reader takes: pydicom holds it whole in memory."""
 _SNIFF_UID = re.compile(re.escape(SOP_CLASS_UID.encode()) + rb"(?![0-9.])")
 _CATEGORY = Code("91723000", "SCT", "Anatomical structure")
 _UNLABELLED = Code("UNLABELLED", LOCAL_SCHEME, "Unlabelled")
@@ -167,11 +172,17 @@ class DicomAnnReader:
         limits: ImportLimits,
         classes: dict[str, LabelStyle],
     ) -> Iterator[Parsed]:
-        data = source.read(limits.max_bytes + 1)
-        if len(data) > limits.max_bytes:
-            raise InvalidInput(f"{filename}: is larger than the limit of {limits.max_bytes} bytes")
+        bound = min(limits.max_bytes, MAX_DICOM_BYTES)
+        start = source.tell()
+        size = source.seek(0, io.SEEK_END) - start
+        source.seek(start)
+        if size > bound:
+            raise InvalidInput(
+                f"{filename}: is {size:,} bytes, larger than the limit of {bound:,} bytes of a "
+                "DICOM annotation instance (read whole into memory); split it into several"
+            )
         try:
-            dataset = pydicom.dcmread(io.BytesIO(data))
+            dataset = pydicom.dcmread(source)
             # pydicom decodes values when first touched: touch them all here, so that a bad
             # value anywhere is refused as one, not raised later in some other form.
             for _element in dataset.iterall():
@@ -179,7 +190,6 @@ class DicomAnnReader:
             sop_class = dataset.get("SOPClassUID")
         except Exception as exc:  # pydicom raises many kinds on malformed input
             raise InvalidInput(f"{filename}: is not a readable DICOM file ({exc})") from exc
-        del data
         if sop_class != SOP_CLASS_UID:
             raise InvalidInput(
                 f"{filename}: is {_sop_class_name(sop_class)}, "
@@ -279,6 +289,12 @@ class _GroupReader:
             texts.append(text)
         if values.shape != (self.size, len(names)):
             self.fail(f"measurements for {values.shape[0]} annotations, not {self.size}")
+        # NaN is highdicom's "no value" (left out); an infinity is no measurement at all.
+        infinite = np.argwhere(np.isinf(values))
+        if len(infinite):
+            row, column = (int(v) for v in infinite[0])
+            what = "confidence" if column == confidence else f"measurement {texts[column]!r}"
+            self.fail(f"annotation {row + 1}: {what} is not a finite number")
         return texts, values, confidence
 
     def parsed(self, classes: dict[str, LabelStyle]) -> Iterator[Parsed]:

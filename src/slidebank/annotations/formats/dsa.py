@@ -67,7 +67,7 @@ from slidebank.annotations.formats.base import (
     Parsed,
     colour_hex,
 )
-from slidebank.annotations.model import Annotation, Shape
+from slidebank.annotations.model import Annotation, Shape, non_finite_in
 from slidebank.errors import InvalidInput
 
 ELLIPSE_VERTICES = 64
@@ -476,6 +476,10 @@ def _annotation(
                 element.fail(
                     f"user property {key[:40]!r} is longer than {limits.max_text} characters"
                 )
+            # Python's JSON reads NaN, Infinity and 1e999; JSON has no spelling for them, so
+            # once stored they would break every answer that carries them.
+            if (at := non_finite_in(value)) is not None:
+                element.fail(f"user property {key[:40] + at!r} is not a finite number")
             if key == "measurements" and _is_measurements(value):
                 measurements = {name: float(number) for name, number in value.items()}
             elif key == "confidence" and _is_number(value):
