@@ -9,9 +9,16 @@ import pytest
 from sqlalchemy import select, update
 
 from slidebank.access.accounts import MAX_FAILURES_ACCOUNT_ADDRESS, SignInRefused
-from slidebank.access.policy import COMMAND_LINE, Action, DatasetGate, DatasetPolicy, decide
+from slidebank.access.policy import (
+    ANONYMOUS,
+    COMMAND_LINE,
+    Action,
+    DatasetGate,
+    DatasetPolicy,
+    decide,
+)
 from slidebank.access.requests import RequestForm
-from slidebank.catalog.access_tables import ApiToken, User
+from slidebank.catalog.access_tables import ApiToken, PendingOidcSignIn, User
 from slidebank.errors import Conflict, Forbidden, InvalidInput, NotFound, SignInRequired
 from slidebank.services import accounts, ingesting
 from slidebank.services.repository import Repository
@@ -254,3 +261,72 @@ def test_cli_lists_and_revokes_tokens(repository: Repository, alice: str) -> Non
         accounts.principal_for_token(repository, token["token"])
     unknown = runner.invoke(app, ["token", "revoke", "000000000000", *where])
     assert unknown.exit_code == 1 and "no token" in unknown.output
+
+
+def _dataset(repository: Repository, name: str) -> None:
+    from slidebank.catalog import queries
+    from slidebank.catalog.entries import DatasetEntry
+
+    with repository.catalogue.transaction() as session:
+        queries.ensure_dataset(session, DatasetEntry(name))
+
+
+@pytest.mark.parametrize("change", ["add", "remove"])
+def test_role_changes_tell_no_one_but_stewards_which_user_names_exist(
+    repository: Repository, alice: str, change: str
+) -> None:
+    _dataset(repository, "pub")
+    accounts.add_user(repository, COMMAND_LINE, "steward", PASSWORD)
+    accounts.add_role(repository, COMMAND_LINE, "pub", "steward", "steward")
+    act = accounts.add_role if change == "add" else accounts.remove_role
+    before = accounts.audit_events(repository, COMMAND_LINE, None, 1000, 0)
+    for principal, refusal in (
+        (ANONYMOUS, SignInRequired),
+        (accounts.principal_for_user(repository, alice), Forbidden),
+    ):
+        answers = []
+        for user in ("steward", "nosuchuser"):
+            with pytest.raises(refusal) as refused:
+                act(repository, principal, "pub", user, "viewer")
+            answers.append(str(refused.value))
+        assert answers[0] == answers[1] and "nosuchuser" not in answers[1]
+    assert accounts.audit_events(repository, COMMAND_LINE, None, 1000, 0) == before
+    # The dataset's steward, who gives roles by name, is told.
+    steward = accounts.principal_for_user(repository, "steward")
+    with pytest.raises(NotFound, match="no user named 'nosuchuser'"):
+        act(repository, steward, "pub", "nosuchuser", "viewer")
+
+
+def test_pending_oidc_sign_ins_are_bounded(
+    repository: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(accounts, "MAX_PENDING", 3)
+
+    def pending() -> list[str]:
+        with repository.catalogue.reading() as session:
+            return sorted(session.scalars(select(PendingOidcSignIn.state)))
+
+    for number in range(3):
+        assert accounts.keep_pending_sign_in(repository, f"s{number}", {"n": number}, 600)
+    assert not accounts.keep_pending_sign_in(repository, "s3", {"n": 3}, 600)
+    assert pending() == ["s0", "s1", "s2"]
+    assert accounts.take_pending_sign_in(repository, "s3") is None
+    # Expired ones make room: they are dropped before the count.
+    with repository.catalogue.transaction() as session:
+        session.execute(
+            update(PendingOidcSignIn)
+            .where(PendingOidcSignIn.state == "s0")
+            .values(created_at=datetime.now(UTC) - timedelta(seconds=601))
+        )
+    assert accounts.keep_pending_sign_in(repository, "s4", {"n": 4}, 600)
+    assert pending() == ["s1", "s2", "s4"]
+    assert accounts.take_pending_sign_in(repository, "s4") == {"n": 4}
+
+
+def test_ids_beyond_64_bits_are_not_found(repository: Repository, alice: str) -> None:
+    """Not an OverflowError from the SQLite driver: the command line passes ids as typed."""
+    huge = 2**64
+    with pytest.raises(NotFound, match=f"no access request {huge}"):
+        accounts.show_request(repository, COMMAND_LINE, huge)
+    with pytest.raises(NotFound, match=f"no grant {huge}"):
+        accounts.revoke_grant(repository, COMMAND_LINE, huge, "no reason", "x")

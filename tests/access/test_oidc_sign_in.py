@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
 from slidebank.access.policy import COMMAND_LINE
+from slidebank.catalog.access_tables import PendingOidcSignIn
 from slidebank.config import Settings
 from slidebank.services import accounts
 from slidebank.services.repository import open_repository
@@ -107,3 +109,22 @@ def test_a_callback_opened_in_another_browser_is_refused(web: TestClient) -> Non
         assert "another browser" in response.text
         assert SESSION_COOKIE not in response.headers.get("set-cookie", "")
         assert victim.get("/api/me").json()["signed_in"] is False
+
+
+def test_pending_sign_ins_are_bounded(web: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each anonymous start keeps a row until its callback: a flood of starts is refused at
+    the bound instead of filling the catalogue."""
+    monkeypatch.setattr(accounts, "MAX_PENDING", 2)
+    assert [web.get("/auth/oidc/start").status_code for _ in range(2)] == [303, 303]
+    refused = web.get("/auth/oidc/start")
+    assert refused.status_code == 503
+    assert "too many sign-ins are in progress (at most 2)" in refused.text
+    assert int(refused.headers["retry-after"]) > 0
+    assert "location" not in refused.headers
+    repository = open_repository(web.app.state.slidebank.settings)  # type: ignore[attr-defined]
+    try:
+        with repository.catalogue.reading() as session:
+            kept = session.scalar(select(func.count()).select_from(PendingOidcSignIn))
+    finally:
+        repository.close()
+    assert kept == 2

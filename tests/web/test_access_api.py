@@ -314,3 +314,51 @@ def test_a_failed_sign_in_keeps_where_the_user_was_going(web: TestClient) -> Non
         data={**form, "password": PASSWORD, "next": "//evil.example/", "csrf_token": csrf},
     )
     assert evil.status_code == 303 and evil.headers["location"] == "/"  # no open redirect
+
+
+@pytest.mark.parametrize("persona", ["anonymous", "plain"])
+def test_role_changes_do_not_tell_which_user_names_exist(
+    web: TestClient, world: World, persona: str
+) -> None:
+    headers = {} if persona == "anonymous" else {"Authorization": f"Bearer {world.tokens[persona]}"}
+    for user in ("holder", "nosuchuser"):
+        added = web.post(
+            f"/api/datasets/{DATASET}/members",
+            json={"user": user, "role": "viewer"},
+            headers=headers,
+        )
+        removed = web.delete(f"/api/datasets/{DATASET}/members/{user}/viewer", headers=headers)
+        for answer in (added, removed):
+            assert answer.status_code == (401 if persona == "anonymous" else 403), answer.text
+            assert user not in answer.json()["detail"]
+    steward = {"Authorization": f"Bearer {world.tokens['steward']}"}
+    members = web.get(f"/api/datasets/{DATASET}/members", headers=steward).json()
+    assert {"user": "holder", "role": "viewer"} not in members
+
+
+HUGE = "99999999999999999999"  # beyond 64 bits: SQLite's driver raised OverflowError
+
+
+@pytest.mark.parametrize(
+    ("persona", "method", "path", "field"),
+    [
+        ("admin", "GET", f"/api/audit?offset={HUGE}", "offset"),
+        ("steward", "GET", f"/api/datasets/{DATASET}/audit?offset={HUGE}", "offset"),
+        ("plain", "GET", f"/api/access-requests/{HUGE}", "request_id"),
+        ("committee", "POST", f"/api/access-requests/{HUGE}/decision", "request_id"),
+        ("committee", "POST", f"/api/grants/{HUGE}/revoke", "grant_id"),
+    ],
+)
+def test_numbers_beyond_the_catalogue_are_invalid_parameters(
+    web: TestClient, world: World, persona: str, method: str, path: str, field: str
+) -> None:
+    body = {"decision": "reject", "reason": "no"} if "decision" in path else {"reason": "no"}
+    answer = web.request(
+        method,
+        path,
+        json=body if method == "POST" else None,
+        headers={"Authorization": f"Bearer {world.tokens[persona]}"},
+    )
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert [error["field"] for error in answer.json()["errors"]] == [field]

@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from slidebank.catalog.queries import MAX_OFFSET
 from slidebank.config import Settings
 from slidebank.geometry import Point, Size
 from slidebank.services import ingesting
@@ -85,6 +86,11 @@ def test_cases_of_a_dataset_and_one_case(client: TestClient, served: ServedRepos
     assert specimen["blocks"][0]["slides"][0]["images"] == [served.demo_id]
     assert_problem(client.get("/api/datasets/demo/cases/NOPE"), 404, "NOPE")
     assert_problem(client.get("/api/datasets/demo/cases?limit=0"), 422, "limit")
+    # Beyond 64 bits SQLite's driver raised OverflowError (a 500); the deepest page is empty.
+    huge = client.get("/api/datasets/demo/cases?offset=99999999999999999999")
+    assert assert_problem(huge, 422, "offset")["errors"][0]["field"] == "offset"
+    deepest = client.get(f"/api/datasets/demo/cases?offset={MAX_OFFSET}").json()
+    assert deepest["items"] == [] and deepest["offset"] == MAX_OFFSET
 
 
 def test_slides_filters_and_paginates(client: TestClient, served: ServedRepository) -> None:
@@ -109,6 +115,7 @@ def test_slides_filters_and_paginates(client: TestClient, served: ServedReposito
 @pytest.mark.parametrize(
     ("query", "field"),
     [("limit=0", "limit"), ("limit=100000", "limit"), ("offset=-1", "offset"),
+     ("offset=99999999999999999999", "offset"), (f"offset={MAX_OFFSET + 1}", "offset"),
      ("mpp_min=abc", "mpp_min"), ("mpp_max=-1", "mpp_max")],
 )  # fmt: skip
 def test_bad_slide_filters_name_the_field(client: TestClient, query: str, field: str) -> None:

@@ -20,18 +20,31 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from pydicom.encaps import generate_frames
 from pydicom.uid import generate_uid
+from sqlalchemy import delete, func, select
 from wsidicom import WsiDicom
 from wsidicom.web import WsiDicomWebClient
 
-from slidebank.access.policy import COMMAND_LINE
+from slidebank.access.policy import (
+    ANONYMOUS,
+    COMMAND_LINE,
+    Action,
+    DatasetGate,
+    DatasetPolicy,
+    Principal,
+    Role,
+)
 from slidebank.annotations.formats import dicom_ann
 from slidebank.annotations.formats.base import ExportContext
 from slidebank.annotations.model import Annotation
 from slidebank.catalog import queries
+from slidebank.catalog.annotation_tables import AnnotationSet
 from slidebank.catalog.dicom_tables import DicomInstance
+from slidebank.catalog.queries import MAX_OFFSET
 from slidebank.config import Settings
-from slidebank.services import accounts, ingesting
+from slidebank.errors import Forbidden, NotFound
+from slidebank.services import accounts, dicomweb, ingesting
 from slidebank.services.repository import open_repository
+from slidebank.web import dicom_media
 from slidebank.web.app import create_app
 from tests.conftest import _fresh_postgres_database
 from tests.served import running_server
@@ -195,6 +208,19 @@ def test_bad_queries_are_problems_not_errors(world: DicomWorld) -> None:
         response = world.get(path)
         assert response.status_code == 400, (path, response.text)
         assert response.headers["content-type"] == "application/problem+json"
+    # Numbers the catalogue cannot hold, and digits int() refuses, were 500s.
+    for path, key in (
+        ("/studies?offset=99999999999999999999", "offset"),
+        (f"/studies?offset={MAX_OFFSET + 1}", "offset"),
+        ("/studies?limit=\u00b2", "limit"),
+        ("/series?limit=1001", "limit"),
+        ("/instances?InstanceNumber=99999999999999999999", "InstanceNumber"),
+        ("/studies?SeriesNumber=1,4294967296", "SeriesNumber"),
+    ):
+        response = world.get(path)
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["detail"].startswith(key), (path, response.text)
+    assert world.get(f"/studies?offset={MAX_OFFSET}").json() == []
     instance = world.wg26.largest()
     base = f"/studies/{world.wg26.study}/series/{world.wg26.series}/instances/{instance.sop_uid}"
     beyond = world.get(f"{base}/frames/{instance.number_of_frames + 1}")
@@ -489,17 +515,185 @@ def test_stow_bodies_over_the_limit_are_refused_and_store_nothing(world: DicomWo
         repository.close()
     with TestClient(create_app(settings)) as web:
         declared = web.post("/dicomweb/studies", content=body + b"\r\n--x--", headers=headers)
-        assert declared.status_code == 413 and "at most 1048576 bytes" in declared.text
+        assert declared.status_code == 413 and "at most 1,048,576 bytes" in declared.text
 
         def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
             for _ in range(3):
                 yield b"\0" * (1024 * 1024)
 
         streamed = web.post("/dicomweb/studies", content=chunks(), headers=headers)
-        assert streamed.status_code == 413
+        assert streamed.status_code == 413 and "at most 1,048,576 bytes" in streamed.text
     repository = open_repository(settings)
     try:
         with repository.catalogue.reading() as session:
             assert queries.count_images(session, queries.SlideFilter()) == before
     finally:
         repository.close()
+
+
+def _annotation_instance(world: DicomWorld, target: Path) -> pydicom.Dataset:
+    """DICOM annotations of the boxes slide (controlled), as a client that read it writes."""
+    cells = [Annotation(shapely.Point(1 + i, 3), "point", "Nucleus", number=i) for i in range(3)]
+    width, height = _level0_size(world.boxes)
+    with target.open("wb") as out:
+        dicom_ann.writer.write(
+            cells,
+            out,
+            ExportContext(
+                "probe",
+                width,
+                height,
+                source_dicom=world.boxes.content / world.boxes.largest().file_name,
+            ),
+        )
+    return pydicom.dcmread(target)
+
+
+def _failure_reasons(response: requests.Response | None) -> list[str]:
+    assert response is not None and response.status_code == 409, response
+    failed = response.json()["00081198"]["Value"]
+    return [item["00091001"]["Value"][0] for item in failed]
+
+
+def _sets_of(world: DicomWorld, public_id: str) -> int:
+    repository = open_repository(world.settings)
+    try:
+        with repository.catalogue.reading() as session:
+            image = queries.image_by_public_id(session, public_id)
+            query = select(func.count()).where(AnnotationSet.image_id == image.id)
+            return int(session.scalar(query) or 0)
+    finally:
+        repository.close()
+
+
+def test_stow_tells_a_steward_nothing_of_datasets_they_cannot_read(
+    world: DicomWorld, tmp_path: Path
+) -> None:
+    """A steward of the open dataset posts annotations referencing the controlled dataset's
+    stored instances: answered as if the UIDs were unknown, and nothing is stored."""
+    repository = open_repository(world.settings)
+    try:
+        accounts.add_user(repository, COMMAND_LINE, "open-steward", PASSWORD, False)
+        accounts.add_role(repository, COMMAND_LINE, OPEN, "open-steward", "steward")
+        token = accounts.create_token(repository, COMMAND_LINE, "open-steward", "write", 1).token
+    finally:
+        repository.close()
+    client = DICOMwebClient(f"{world.url}/dicomweb", headers={"Authorization": f"Bearer {token}"})
+    hidden = _annotation_instance(world, tmp_path / "hidden.dcm")
+    stray = _annotation_instance(world, tmp_path / "stray.dcm")
+    stray.StudyInstanceUID = generate_uid()
+    for series in stray.ReferencedSeriesSequence:
+        for instance in series.ReferencedInstanceSequence:
+            instance.ReferencedSOPInstanceUID = generate_uid()
+    for item in stray.ReferencedImageSequence:
+        item.ReferencedSOPInstanceUID = generate_uid()
+    before = _sets_of(world, world.boxes.public_id)
+    reasons = []
+    for posted in (hidden, stray):
+        with pytest.raises(requests.HTTPError) as refused:
+            client.store_instances([posted])
+        reasons.append(_failure_reasons(refused.value.response))
+    assert reasons == [["annotation instance references no stored slide"]] * 2
+    assert world.boxes.public_id not in str(reasons)
+    assert _sets_of(world, world.boxes.public_id) == before
+
+
+def test_stow_requests_of_too_many_parts_are_refused_and_store_nothing(
+    world: DicomWorld,
+) -> None:
+    headers = {
+        "Authorization": f"Bearer {world.tokens['steward']}",
+        "Content-Type": 'multipart/related; type="application/dicom"; boundary=x',
+    }
+    part = b"--x\r\nContent-Type: application/dicom\r\n\r\nnot dicom\r\n"
+
+    def post(parts: int) -> requests.Response:
+        return requests.post(
+            f"{world.url}/dicomweb/studies",
+            data=part * parts + b"--x--",
+            headers=headers,
+            timeout=60,
+        )
+
+    repository = open_repository(world.settings)
+    try:
+        with repository.catalogue.reading() as session:
+            before = queries.count_images(session, queries.SlideFilter())
+        limit = dicom_media.MAX_STOW_PARTS
+        refused = post(limit + 1)
+        assert refused.status_code == 413, refused.text[:300]
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert f"at most {limit} parts" in refused.json()["detail"]
+        # At the limit the parts are read (and refused one by one: none is DICOM).
+        read = post(limit)
+        assert read.status_code == 409 and len(_failure_reasons(read)) == limit
+        with repository.catalogue.reading() as session:
+            assert queries.count_images(session, queries.SlideFilter()) == before
+    finally:
+        repository.close()
+
+
+def test_an_instance_stored_twice_is_answered_with_one_copy(world: DicomWorld) -> None:
+    """A SOP instance UID is unique per image only: the same UID under the controlled
+    slide too, for a steward who reads both datasets."""
+    original = world.wg26.largest()
+    columns = [column.key for column in DicomInstance.__table__.columns if column.key != "id"]
+    repository = open_repository(world.settings)
+    try:
+        with repository.catalogue.transaction() as session:
+            twin = DicomInstance(**{key: getattr(original, key) for key in columns})
+            twin.image_id = world.boxes.instances[0].image_id
+            session.add(twin)
+            session.flush()
+            twin_id = twin.id
+        uids = f"{original.study_uid}/series/{original.series_uid}/instances/{original.sop_uid}"
+        base = f"/dicomweb/studies/{uids}"
+        steward = {"Authorization": f"Bearer {world.tokens['steward']}"}
+        stored = _stored_frames(world.wg26.content / original.file_name)
+        with TestClient(create_app(world.settings)) as web:  # no cached locations
+            frame = web.get(f"{base}/frames/1", headers={**steward, "Accept": "image/jpeg"})
+            assert frame.status_code == 200 and frame.content == stored[0]
+            for path in ("/rendered", "/thumbnail", "/bulkdata/7FE00010", ""):
+                assert web.get(base + path, headers=steward).status_code == 200, path
+            (metadata,) = web.get(f"{base}/metadata", headers=steward).json()
+            assert metadata["00080018"]["Value"] == [original.sop_uid]
+            # Anyone else reads the open copy alone, as before.
+            assert (
+                web.get(f"{base}/frames/1", headers={"Accept": "image/jpeg"}).content == (stored[0])
+            )
+    finally:
+        with repository.catalogue.transaction() as session:
+            session.execute(delete(DicomInstance).where(DicomInstance.id == twin_id))
+        repository.close()
+
+
+def _instance(public_id: str, dataset_id: int) -> dicomweb.Instance:
+    return dicomweb.Instance(
+        "1.2", "1.2.3", "1.2.3.4", "1.2.840.10008.5.1.4.1.1.77.1.6", JPEG, 4,
+        public_id, dataset_id, Path("/nowhere.dcm"), Path("/nowhere.jpg"),
+    )  # fmt: skip
+
+
+def test_the_service_decides_which_instances_a_request_reads() -> None:
+    """What the web layer asks for every WADO-RS request (its gates cached)."""
+    gates = {
+        1: DatasetGate(1, "open", DatasetPolicy.OPEN),
+        2: DatasetGate(2, "closed", DatasetPolicy.CONTROLLED),
+        3: DatasetGate(3, "shown", DatasetPolicy.CONTROLLED, frozenset({"sb-shown"})),
+    }
+    uids = ("1.2", "1.2.3", "1.2.3.4")
+    unknown = dicomweb.no_such_instances(*uids)
+    with pytest.raises(NotFound) as hidden:
+        dicomweb.readable(ANONYMOUS, Action.READ_PIXELS, [_instance("sb-c", 2)], gates, *uids)
+    assert str(hidden.value) == str(unknown) == "no instance 1.2.3.4"
+    with pytest.raises(Forbidden, match="controlled: sign in"):
+        dicomweb.readable(ANONYMOUS, Action.READ_PIXELS, [_instance("sb-shown", 3)], gates, *uids)
+    both = [_instance("sb-o", 1), _instance("sb-c", 2)]
+    public = dicomweb.readable(ANONYMOUS, Action.READ_PIXELS, both, gates, "1.2")
+    assert [i.public_id for i in public.instances] == ["sb-o"] and public.open_data
+    steward = Principal(user_id=7, name="s", roles={2: frozenset({Role.STEWARD})}, via="token")
+    private = dicomweb.readable(steward, Action.READ_PIXELS, both, gates, "1.2")
+    assert [i.public_id for i in private.instances] == ["sb-o", "sb-c"]
+    assert not private.open_data  # then not publicly cacheable
+    first = dicomweb.readable(steward, Action.READ_PIXELS, both[::-1], gates, *uids)
+    assert [i.public_id for i in first.instances] == ["sb-c"] and not first.open_data

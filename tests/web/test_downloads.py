@@ -112,3 +112,58 @@ def test_an_unknown_file_name_is_404_and_paths_do_not_escape(web: TestClient, wo
     for name in ("nope.dcm", "..%2F..%2Fcatalogue.sqlite", "%2Fetc%2Fpasswd"):
         answer = web.get(f"/api/slides/{world.slide_id}/files/{name}", headers=_as(world, "holder"))
         assert answer.status_code == 404, name
+
+
+SLIDE_ROUTES = ("deidentification", "download", "manifest", "files/{file}")
+
+
+@pytest.mark.parametrize("persona", ["anonymous", "plain", "revoked", "expired"])
+@pytest.mark.parametrize("route", SLIDE_ROUTES)
+def test_a_slide_one_may_not_read_is_answered_as_one_that_does_not_exist(
+    web: TestClient, world: World, persona: str, route: str
+) -> None:
+    headers = {} if persona == "anonymous" else _as(world, persona)
+    unknown = "sb-doesnotexist"
+    answers = []
+    for slide_id in (world.slide_id, unknown):
+        path = f"/api/slides/{slide_id}/{route.format(file=world.stored_file)}"
+        answer = web.get(path, headers=headers)
+        assert answer.status_code == 404, (path, answer.text)
+        body = answer.json()
+        assert body["detail"] == f"no slide with id {slide_id!r}"
+        answers.append({**body, "detail": body["detail"].replace(slide_id, "ID"), "instance": ""})
+    assert answers[0] == answers[1]
+    actor = "anonymous" if persona == "anonymous" else persona
+    repository = open_repository(world.settings)
+    try:
+        events = accounts.audit_events(repository, COMMAND_LINE, DATASET, 1000, 0)
+    finally:
+        repository.close()
+    assert not [e for e in events if e["action"] == "download" and e["actor"] == actor]
+
+
+def test_a_featured_slide_is_refused_with_the_reason(web: TestClient, world: World) -> None:
+    """Its landing page shows the slide, so its existence is no secret: 403 saying why."""
+    repository = open_repository(world.settings)
+    try:
+        accounts.set_featured(repository, COMMAND_LINE, DATASET, [world.slide_id])
+        for route in SLIDE_ROUTES:
+            path = f"/api/slides/{world.slide_id}/{route.format(file=world.stored_file)}"
+            refused = web.get(path)
+            assert refused.status_code == 403, (path, refused.text)
+            assert refused.json()["detail"] == (
+                f"dataset {DATASET!r} is controlled: sign in and request access"
+            )
+    finally:
+        accounts.set_featured(repository, COMMAND_LINE, DATASET, [])
+        repository.close()
+
+
+def test_reading_the_deidentification_report_is_audited(web: TestClient, world: World) -> None:
+    report = web.get(
+        f"/api/slides/{world.slide_id}/deidentification", headers=_as(world, "annotator")
+    )
+    assert report.status_code == 200 and report.json()["check"]["passed"] is True
+    rows = web.get(f"/api/datasets/{DATASET}/audit", headers=_as(world, "steward")).json()
+    reads = [r for r in rows if r["actor"] == "annotator" and r["action"] == "read-metadata"]
+    assert [(r["target"], r["count"]) for r in reads] == [(world.slide_id, 1)]

@@ -19,6 +19,7 @@ from slidebank.access.policy import Action, DatasetPolicy, Principal, Role, deci
 from slidebank.access.principals import gate_of
 from slidebank.access.stewardship import terms_digest
 from slidebank.catalog.access_tables import AccessRequest, Grant
+from slidebank.catalog.queries import MAX_ID
 from slidebank.catalog.tables import Dataset
 from slidebank.errors import Conflict, Forbidden, InvalidInput, NotFound
 
@@ -100,7 +101,8 @@ def request_access(
 def request_by_id(session: Session, principal: Principal, request_id: int) -> AccessRequest:
     """A request its author, the dataset's committee or an admin may see; 404 otherwise."""
     require(principal, Action.USE_ACCOUNT)
-    row = session.get(AccessRequest, request_id)
+    # An id no engine stores is not looked up: SQLite raises OverflowError on it.
+    row = session.get(AccessRequest, request_id) if 0 < request_id <= MAX_ID else None
     if row is None or not (
         row.user_id == principal.user_id
         or decide(principal, Action.SEE_REQUESTS, gate_of(row.dataset)).allowed
@@ -214,7 +216,7 @@ def revoke_grant(
     session: Session, principal: Principal, grant_id: int, reason: str, address: str | None = None
 ) -> Grant:
     require(principal, Action.USE_ACCOUNT)
-    grant = session.get(Grant, grant_id)
+    grant = session.get(Grant, grant_id) if 0 < grant_id <= MAX_ID else None  # as above
     if grant is None or not decide(principal, Action.SEE_REQUESTS, gate_of(grant.dataset)).allowed:
         raise NotFound(f"no grant {grant_id}")
     require(principal, Action.DECIDE_REQUESTS, gate_of(grant.dataset))

@@ -38,6 +38,7 @@ MATCHABLE: dict[str, tuple[str, str, MatchKind]] = {
     "InstanceNumber": ("00200013", "instance_number", "number"),
 }
 BY_TAG = {tag: keyword for keyword, (tag, _, _) in MATCHABLE.items()}
+IS_RANGE = (-(2**31), 2**31 - 1)  # what a DICOM Integer String may hold
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,11 @@ def _condition(keyword: str, value: str) -> ColumnElement[bool] | None:
             numbers = [int(part) for part in value.replace("\\", ",").split(",")]
         except ValueError:
             raise InvalidInput(f"{keyword}: {value!r} is not a whole number") from None
+        # An Integer String (IS) holds 32 bits; a larger number would overflow SQLite.
+        if any(not IS_RANGE[0] <= number <= IS_RANGE[1] for number in numbers):
+            raise InvalidInput(
+                f"{keyword}: {value!r} is out of range ({IS_RANGE[0]} to {IS_RANGE[1]})"
+            )
         return column.in_(numbers)  # type: ignore[no-any-return]
     if kind == "date":
         return _date_condition(keyword, column, value)

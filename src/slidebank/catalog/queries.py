@@ -26,6 +26,12 @@ from slidebank.errors import InvalidInput, NotFound, no_such_slide
 SHORT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 PUBLIC_ID_ALPHABET = "abcdefghjkmnpqrstvwxyz0123456789"  # no i, l, o, u: easy to read aloud
 MAX_PAGE = 10_000
+# The deepest page any listing reaches (the web's slide browser pages no deeper either).
+# Bounded so that no value a client sends overflows the engines' 64-bit integers: SQLite
+# raises OverflowError on a larger one.
+MAX_OFFSET = MAX_PAGE * 1000
+# The largest row id either engine stores (64-bit signed); ids in URLs are bounded by it.
+MAX_ID = 2**63 - 1
 
 
 def new_public_id() -> str:
@@ -233,6 +239,22 @@ class SlideFilter:
     dataset_ids: frozenset[int] | None = None
 
 
+# The property in which a converted slide keeps the format of its source (OpenSlide's name).
+SOURCE_FORMAT = "slidebank.source-format"
+# File extensions people type for a format, as the format names the catalogue keeps (only
+# those that name one format: a .tif may be Philips, OME, generic or Ventana).
+FORMAT_ALIASES = {
+    "svs": "aperio",
+    "ndpi": "hamamatsu",
+    "vms": "hamamatsu",
+    "vmu": "hamamatsu",
+    "mrxs": "mirax",
+    "scn": "leica",
+    "bif": "ventana",
+    "dcm": "dicom",
+}
+
+
 # The text filters by the parameter names users type (API query, web form) and the
 # SlideFilter field each one sets: one table, so the interfaces cannot drift apart.
 TEXT_FILTER_FIELDS: dict[str, str] = {
@@ -281,8 +303,8 @@ def count_images(session: Session, where: SlideFilter) -> int:
 def check_page(limit: int, offset: int) -> None:
     if not 0 < limit <= MAX_PAGE:
         raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
-    if offset < 0:
-        raise InvalidInput(f"offset must not be negative, got {offset}")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise InvalidInput(f"offset must be between 0 and {MAX_OFFSET}, got {offset}")
 
 
 def _filtered(query: Select[Any], where: SlideFilter) -> Select[Any]:
@@ -375,9 +397,9 @@ def _conditions(where: SlideFilter) -> list[ColumnElement[bool]]:
     if where.species:
         conditions.append(_contains(Case.species, where.species))
     if where.vendor:
-        conditions.append(func.lower(Image.vendor) == where.vendor.lower())
+        conditions.append(_contains(Image.vendor, where.vendor))
     if where.format:
-        conditions.append(func.lower(Image.format) == where.format.lower())
+        conditions.append(_has_format(where.format))
     if where.mpp_min is not None:
         conditions.append(Image.mpp_x >= where.mpp_min)
     if where.mpp_max is not None:
@@ -390,6 +412,16 @@ def _conditions(where: SlideFilter) -> list[ColumnElement[bool]]:
 def _contains(column: Any, text: str) -> ColumnElement[bool]:
     escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return func.lower(column).like(f"%{escaped}%", escape="\\")
+
+
+def _has_format(text: str) -> ColumnElement[bool]:
+    """Stored in this format, or converted from a source of this format: a converted slide
+    is stored as "dicom", and people look for the files they scanned ("svs", "aperio")."""
+    wanted = FORMAT_ALIASES.get(text.lower(), text.lower())
+    return or_(
+        func.lower(Image.format) == wanted,
+        func.lower(Image.properties[SOURCE_FORMAT].as_string()) == wanted,
+    )
 
 
 def _has_diagnosis(text: str) -> ColumnElement[bool]:

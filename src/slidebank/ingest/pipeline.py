@@ -173,7 +173,7 @@ def _stored_form(
 def _with_source_format(scan: ScanEntry, source: SlideReader) -> ScanEntry:
     """The stored DICOM's facts, with the source's vendor and format (neither identifies)."""
     properties = dict(scan.properties)
-    properties["slidebank.source-format"] = source.info.format
+    properties[queries.SOURCE_FORMAT] = source.info.format
     return dataclasses.replace(
         scan,
         vendor=source.info.vendor or scan.vendor,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, func, select
 
 from slidebank.access import accounts, audit, requests, stewardship
 from slidebank.access.accounts import NewSession, NewToken, SignInRefused
@@ -250,25 +250,21 @@ def add_role(
     repository: Repository, principal: Principal, dataset: str, user: str, role: str
 ) -> None:
     with repository.catalogue.transaction() as session:
-        stewardship.add_role(
-            session,
-            principal,
-            queries.dataset_by_name(session, dataset),
-            accounts.user_by_name(session, user),
-            role,
-        )
+        target = queries.dataset_by_name(session, dataset)
+        # Before the user is looked up: otherwise "no user named ..." tells anyone which
+        # names exist.
+        require(principal, Action.CURATE, gate_of(target))
+        stewardship.add_role(session, principal, target, accounts.user_by_name(session, user), role)
 
 
 def remove_role(
     repository: Repository, principal: Principal, dataset: str, user: str, role: str
 ) -> None:
     with repository.catalogue.transaction() as session:
+        target = queries.dataset_by_name(session, dataset)
+        require(principal, Action.CURATE, gate_of(target))  # first, as in add_role
         stewardship.remove_role(
-            session,
-            principal,
-            queries.dataset_by_name(session, dataset),
-            accounts.user_by_name(session, user),
-            role,
+            session, principal, target, accounts.user_by_name(session, user), role
         )
 
 
@@ -398,18 +394,28 @@ def gates(repository: Repository) -> dict[int, Any]:
 
 # OpenID Connect: what is kept between the redirect to the provider and its callback
 
+# Anyone may start a sign-in, and each start keeps a row until its callback or its expiry:
+# this bounds what a flood of starts can make the catalogue hold.
 MAX_PENDING = 10_000
 
 
-def keep_pending_sign_in(repository: Repository, state: str, data: dict[str, Any]) -> None:
+def keep_pending_sign_in(
+    repository: Repository, state: str, data: dict[str, Any], lifetime_s: float
+) -> bool:
+    """Keep a sign-in until its callback; False (nothing kept) when ``MAX_PENDING`` are
+    pending already. Those older than ``lifetime_s`` are dropped first: their callbacks
+    would be refused anyway."""
     with repository.catalogue.transaction() as session:
-        # Abandoned sign-ins are dropped after an hour.
         session.execute(
             delete(PendingOidcSignIn).where(
-                PendingOidcSignIn.created_at < now() - timedelta(hours=1)
+                PendingOidcSignIn.created_at < now() - timedelta(seconds=lifetime_s)
             )
         )
+        pending = session.scalar(select(func.count()).select_from(PendingOidcSignIn)) or 0
+        if pending >= MAX_PENDING:
+            return False
         session.add(PendingOidcSignIn(state=state, data=data))
+        return True
 
 
 def take_pending_sign_in(repository: Repository, state: str) -> dict[str, Any] | None:

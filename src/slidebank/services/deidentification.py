@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from slidebank.access.policy import Action, Principal, require
+from slidebank.access.policy import Action, Principal, require, require_for_slide
 from slidebank.access.principals import gate_of
 from slidebank.catalog import queries
 from slidebank.deid.identifiers import IdentifyingValue
@@ -89,15 +89,31 @@ def _verify_one(repository: Repository, key: bytes, public_id: str, storage_key:
     return SlideCheck(public_id, verification)
 
 
+@dataclass(frozen=True)
+class SlideReport:
+    """A slide's de-identification report and the dataset it belongs to (whose read tally
+    the web layer adds to)."""
+
+    dataset: str
+    report: dict[str, Any]
+
+
 def deid_report(repository: Repository, principal: Principal, public_id: str) -> dict[str, Any]:
     """The stored de-identification report of a slide (what was removed, never the values)."""
+    return report_of(repository, principal, public_id).report
+
+
+def report_of(repository: Repository, principal: Principal, public_id: str) -> SlideReport:
+    """:func:`deid_report` with the slide's dataset. A slide the principal may not know of is
+    refused in the words used for one that does not exist."""
     with repository.catalogue.reading() as session:
         image = queries.image_by_public_id(session, public_id)
-        require(principal, Action.READ_METADATA, gate_of(image.slide.dataset))
-        storage_key = image.storage_key
+        dataset = image.slide.dataset
+        require_for_slide(principal, Action.READ_METADATA, gate_of(dataset), public_id)
+        storage_key, name = image.storage_key, dataset.short_name
     report = read_report(repository.store.deid_dir(storage_key))
     if report is None:
         raise NotFound(
             f"slide {public_id} was stored as it came: it has no de-identification report"
         )
-    return report
+    return SlideReport(name, report)

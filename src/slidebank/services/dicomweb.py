@@ -3,8 +3,8 @@ renderings of stored instance files (WADO-RS), and store posted instances (STOW-
 the one ingest pipeline.
 
 Searches narrow to the datasets the principal may read, and storing asks the policy for the
-steward's right; reads of single instances are decided by the web layer from its cached
-dataset gates (as for tiles), on the ``Instance`` found here.
+steward's right; reads of instances are decided here (:func:`readable`) on the ``Instance``
+found here and the dataset gates the web layer keeps cached (as for tiles).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -24,13 +24,23 @@ from pydicom.errors import InvalidDicomError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from slidebank.access.policy import Action, Principal, Role, decide, require
+from slidebank.access.policy import (
+    Action,
+    DatasetGate,
+    DatasetPolicy,
+    Decision,
+    Principal,
+    Role,
+    decide,
+    require,
+)
 from slidebank.access.principals import dataset_gates, gate_of
 from slidebank.catalog import dicom_queries, queries
 from slidebank.catalog.dicom_queries import Level, Located
 from slidebank.catalog.dicom_tables import DicomInstance
+from slidebank.catalog.queries import MAX_OFFSET
 from slidebank.catalog.tables import Dataset as CatalogDataset
-from slidebank.catalog.tables import Image
+from slidebank.catalog.tables import Image, Slide
 from slidebank.errors import (
     CorruptSlide,
     Forbidden,
@@ -107,8 +117,7 @@ class DicomReads:
                 return list(cached[1])
         found = self._lookup(study, series, sop)
         if not found:
-            what = "instance" if sop else "series" if series else "study"
-            raise NotFound(f"no {what} {sop or series or study}")
+            raise no_such_instances(study, series, sop)
         with self._lock:
             self._located[key] = (time.monotonic() + LOCATIONS_TTL_S, tuple(found))
             while len(self._located) > MAX_LOCATIONS:
@@ -174,6 +183,56 @@ def _instance(content: Path, row: Located, store: Any) -> Instance:
     )
 
 
+def no_such_instances(study: str, series: str | None, sop: str | None) -> NotFound:
+    """The one answer for instances that are not stored and for those the asker may not know
+    are: the same words, so that a refusal tells nothing of what is stored."""
+    what = "instance" if sop else "series" if series else "study"
+    return NotFound(f"no {what} {sop or series or study}")
+
+
+class Readable(NamedTuple):
+    """The instances a request may read, and whether all of them are open data (which makes
+    the answer publicly cacheable). A tuple: made on every frame request."""
+
+    instances: list[Instance]
+    open_data: bool
+
+
+def readable(
+    principal: Principal,
+    action: Action,
+    found: Sequence[Instance],
+    gates: Mapping[int, DatasetGate],
+    study: str,
+    series: str | None = None,
+    sop: str | None = None,
+) -> Readable:
+    """Of the instances ``found`` for the UIDs asked, those ``principal`` may ``action``
+    (``gates``: each one's dataset, by id). Refused as if not stored unless one of them
+    belongs to a featured slide (403). A SOP instance UID is unique per image only, so it
+    may be stored more than once: an instance URL then answers with the first copy the
+    principal may read (the order of the index lookup), never with several."""
+    allowed: list[Instance] = []
+    refusals: list[Decision] = []
+    open_data = True
+    for item in found:
+        gate = gates[item.dataset_id]
+        decision = decide(principal, action, gate, public=item.public_id in gate.featured)
+        if decision.allowed:
+            allowed.append(item)
+            open_data = open_data and gate.policy is DatasetPolicy.OPEN
+            if sop is not None:
+                break
+        else:
+            refusals.append(decision)
+    if not allowed:
+        refused = min(refusals, key=lambda d: d.status != 404, default=None)  # 404 first
+        if refused is None or refused.status == 404:
+            raise no_such_instances(study, series, sop)
+        refused.raise_if_refused()
+    return Readable(allowed, open_data)
+
+
 # QIDO-RS
 
 
@@ -195,8 +254,10 @@ def search(
     offset: int,
 ) -> tuple[list[dict[str, Any]], frozenset[int]]:
     """QIDO-RS results as DICOM JSON, and the datasets they come from (for the audit)."""
-    if not 0 < limit <= MAX_PAGE or offset < 0:
-        raise InvalidInput(f"limit must be 1-{MAX_PAGE} and offset not negative")
+    if not 0 < limit <= MAX_PAGE:
+        raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise InvalidInput(f"offset must be between 0 and {MAX_OFFSET}, got {offset}")
     with repository.catalogue.reading() as session:
         allowed = readable_datasets(session, principal)
         found = dicom_queries.search(session, level, filters, allowed, limit, offset)
@@ -387,9 +448,9 @@ def store_instances(
 def _store_annotations(
     repository: Repository, principal: Principal, dataset: str, path: Path, header: Dataset
 ) -> Stored:
-    """A posted annotation instance into a set of the slide it annotates: found by the
-    image instances it references (the stored, de-identified UIDs a client read here), else
-    by its study. Only its annotations are kept, never its header."""
+    """A posted annotation instance into a set of the slide of ``dataset`` it annotates:
+    found by the image instances it references (the stored, de-identified UIDs a client read
+    here), else by its study. Only its annotations are kept, never its header."""
     sop_class, sop = str(header.SOPClassUID), str(header.SOPInstanceUID)
     referenced = {
         str(instance.ReferencedSOPInstanceUID)
@@ -402,7 +463,15 @@ def _store_annotations(
         if "ReferencedSOPInstanceUID" in item
     }
     with repository.catalogue.reading() as session:
-        query = select(Image.public_id).join(DicomInstance, DicomInstance.image_id == Image.id)
+        # Only slides of the target dataset: looking further would tell a steward of one
+        # dataset which UIDs another dataset holds, and name its slides.
+        query = (
+            select(Image.public_id)
+            .join(DicomInstance, DicomInstance.image_id == Image.id)
+            .join(Slide, Slide.id == Image.slide_id)
+            .join(CatalogDataset, CatalogDataset.id == Slide.dataset_id)
+            .where(CatalogDataset.short_name == dataset)
+        )
         slides = set(
             session.scalars(query.where(DicomInstance.sop_uid.in_(sorted(referenced))))
         ) or set(
@@ -416,10 +485,6 @@ def _store_annotations(
     (slide,) = slides
     name = str(header.get("SeriesDescription", "") or "") or f"DICOM {sop[-12:]}"
     try:
-        with repository.catalogue.reading() as session:
-            image = queries.image_by_public_id(session, slide)
-            if image.slide.dataset.short_name != dataset:
-                raise InvalidInput(f"it annotates slide {slide} of another dataset")
         with path.open("rb") as source:
             report = annotating.import_annotations(
                 repository,

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 from slidebank.access import audit
-from slidebank.access.policy import Action, Principal, require
+from slidebank.access.policy import Action, Principal, require, require_for_slide
 from slidebank.access.principals import gate_of
 from slidebank.catalog import queries
 from slidebank.catalog.tables import Image, Slide
@@ -52,10 +52,12 @@ class Download:
 def slide_download(
     repository: Repository, principal: Principal, slide_id: str, kind: str, address: str | None
 ) -> Download:
+    """The stored files of one slide, the download audited. A slide the principal may not
+    know of is refused in the words used for one that does not exist."""
     with repository.catalogue.transaction() as session:
         image = queries.image_by_public_id(session, slide_id)
         dataset = image.slide.dataset
-        require(principal, Action.DOWNLOAD, gate_of(dataset))
+        require_for_slide(principal, Action.DOWNLOAD, gate_of(dataset), slide_id)
         download = Download(slide_id, _files(repository, [image]))
         _audit(session, principal, dataset.id, slide_id, kind, download, address)
         return download

@@ -9,7 +9,7 @@ import json
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -18,6 +18,7 @@ from slidebank.access.accounts import token_record
 from slidebank.access.audit import csv_cell
 from slidebank.access.policy import Principal
 from slidebank.access.requests import RequestForm
+from slidebank.catalog.queries import MAX_ID, MAX_OFFSET
 from slidebank.services import accounts
 from slidebank.web.auth import client_address, current_principal
 from slidebank.web.state import AppState, app_state
@@ -26,6 +27,9 @@ router = APIRouter(prefix="/api", tags=["access"])
 State = Annotated[AppState, Depends(app_state)]
 Asker = Annotated[Principal, Depends(current_principal)]
 MAX_AUDIT_PAGE = 10_000
+RequestId = Annotated[int, Path(ge=1, le=MAX_ID, description="The access request's id.")]
+GrantId = Annotated[int, Path(ge=1, le=MAX_ID, description="The grant's id.")]
+AuditOffset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Events to skip.")]
 
 
 class Me(BaseModel):
@@ -118,7 +122,7 @@ def my_requests(state: State, asker: Asker) -> list[dict[str, Any]]:
 
 
 @router.get("/access-requests/{request_id}", summary="One access request")
-def show_request(state: State, asker: Asker, request_id: int) -> dict[str, Any]:
+def show_request(state: State, asker: Asker, request_id: RequestId) -> dict[str, Any]:
     return accounts.show_request(state.repository, asker, request_id)
 
 
@@ -141,7 +145,7 @@ class DecisionBody(BaseModel):
 
 @router.post("/access-requests/{request_id}/decision", summary="Approve or reject a request")
 def decide(
-    state: State, asker: Asker, request: Request, request_id: int, body: DecisionBody
+    state: State, asker: Asker, request: Request, request_id: RequestId, body: DecisionBody
 ) -> dict[str, Any]:
     decided = accounts.decide_request(
         state.repository,
@@ -161,7 +165,7 @@ class RevokeBody(BaseModel):
 
 @router.post("/grants/{grant_id}/revoke", summary="Revoke a grant")
 def revoke_grant(
-    state: State, asker: Asker, request: Request, grant_id: int, body: RevokeBody
+    state: State, asker: Asker, request: Request, grant_id: GrantId, body: RevokeBody
 ) -> dict[str, Any]:
     revoked = accounts.revoke_grant(
         state.repository, asker, grant_id, body.reason, client_address(request)
@@ -214,7 +218,7 @@ async def dataset_audit(
     name: str,
     format: Annotated[AuditFormat, Query()] = "json",
     limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_PAGE)] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: AuditOffset = 0,
 ) -> Response:
     rows = await run_in_threadpool(
         accounts.audit_events, state.repository, asker, name, limit, offset, state.reads
@@ -228,7 +232,7 @@ async def site_audit(
     asker: Asker,
     format: Annotated[AuditFormat, Query()] = "json",
     limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_PAGE)] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: AuditOffset = 0,
 ) -> Response:
     rows = await run_in_threadpool(
         accounts.audit_events, state.repository, asker, None, limit, offset, state.reads

@@ -12,14 +12,14 @@ import time
 from datetime import date
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, FastAPI, Form, Request
+from fastapi import Depends, FastAPI, Form, Path, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from slidebank.access.accounts import SignInRefused
 from slidebank.access.policy import Principal
 from slidebank.access.requests import RequestForm
-from slidebank.catalog.queries import SlideFilter
+from slidebank.catalog.queries import MAX_ID, SlideFilter
 from slidebank.errors import Forbidden, SlidebankError
 from slidebank.services import accounts, browsing
 from slidebank.web.auth import (
@@ -45,6 +45,10 @@ State = Annotated[AppState, Depends(app_state)]
 
 OIDC_BROWSER_COOKIE = "slidebank_oidc"
 OIDC_PENDING_S = 600
+# When the pending sign-ins are at their bound (a flood of anonymous starts), a browser is
+# asked to come back after this long: by then the oldest have expired.
+OIDC_FULL_RETRY_S = 60
+RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def _oidc(state: AppState) -> OidcClient | None:
@@ -203,9 +207,18 @@ def install(app: FastAPI) -> None:
             "next": _local(request.query_params.get("next")),
             "browser": hashlib.sha256(browser.encode()).hexdigest(),
         }
-        await run_in_threadpool(
-            accounts.keep_pending_sign_in, state.repository, pending.state, data
+        kept = await run_in_threadpool(
+            accounts.keep_pending_sign_in, state.repository, pending.state, data, OIDC_PENDING_S
         )
+        if not kept:
+            response = sign_in_form(
+                request,
+                f"too many sign-ins are in progress (at most {accounts.MAX_PENDING}): "
+                f"try again in {OIDC_FULL_RETRY_S} seconds",
+                503,
+            )
+            response.headers["Retry-After"] = str(OIDC_FULL_RETRY_S)
+            return response
         response = _see_other(url)
         response.set_cookie(
             OIDC_BROWSER_COOKIE,
@@ -446,7 +459,7 @@ def install(app: FastAPI) -> None:
         request: Request,
         state: State,
         asker: Asker,
-        request_id: int,
+        request_id: RowId,
         decision: Annotated[str, Form(pattern="^(approve|reject)$")],
         ends_on: Annotated[date | None, Form()] = None,
         reason: Annotated[str, Form(max_length=10_000)] = "",
@@ -468,7 +481,7 @@ def install(app: FastAPI) -> None:
         request: Request,
         state: State,
         asker: Asker,
-        grant_id: int,
+        grant_id: RowId,
         reason: Annotated[str, Form(max_length=10_000)] = "",
     ) -> Response:
         await run_in_threadpool(

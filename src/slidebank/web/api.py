@@ -10,7 +10,13 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from slidebank.access.policy import Action, Principal
-from slidebank.catalog.queries import MAX_PAGE, TEXT_FILTER_FIELDS, SlideFilter, slide_filter
+from slidebank.catalog.queries import (
+    MAX_OFFSET,
+    MAX_PAGE,
+    TEXT_FILTER_FIELDS,
+    SlideFilter,
+    slide_filter,
+)
 from slidebank.services import browsing, deidentification, serving
 from slidebank.services.open_slides import ServedSlide
 from slidebank.services.serving import Picture, RegionQuery
@@ -29,7 +35,7 @@ router = APIRouter(prefix="/api", tags=["catalogue"])
 State = Annotated[AppState, Depends(app_state)]
 Asker = Annotated[Principal, Depends(current_principal)]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size.")]
-Offset = Annotated[int, Query(ge=0, description="Items to skip.")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip.")]
 
 
 class Page(BaseModel):
@@ -49,12 +55,14 @@ class SlideFilters(BaseModel):
     stain: str | None = Field(None, description="Stain compound or target contains this text.")
     species: str | None = Field(None, description="Species contains this text.")
     diagnosis: str | None = Field(None, description="Diagnosis code (exact) or text (contains).")
-    vendor: str | None = Field(None, description="Scanner vendor, e.g. aperio.")
-    format: str | None = Field(None, description="Container format, e.g. dicom.")
+    vendor: str | None = Field(None, description="Scanner vendor contains this text.")
+    format: str | None = Field(
+        None, description="Stored format or the source's, e.g. dicom, aperio or svs."
+    )
     mpp_min: float | None = Field(None, gt=0, description="Smallest µm per pixel.")
     mpp_max: float | None = Field(None, gt=0, description="Largest µm per pixel.")
     limit: int = Field(100, ge=1, le=MAX_PAGE)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
 
     def slide_filter(self) -> SlideFilter:
         texts = {name: getattr(self, name) for name in TEXT_FILTER_FIELDS}
@@ -124,10 +132,9 @@ async def deidentification_report(
     state: State, asker: Asker, request: Request, slide_id: str
 ) -> dict[str, Any]:
     """Fields, never their values; 404 for a slide stored as it came."""
-    report = await run_in_threadpool(
-        deidentification.deid_report, state.repository, asker, slide_id
-    )
-    return report
+    found = await run_in_threadpool(deidentification.report_of, state.repository, asker, slide_id)
+    await state.note_read(request, Action.READ_METADATA, found.dataset, slide_id)
+    return found.report
 
 
 @get_and_head(

@@ -4,6 +4,7 @@ multipart/related bodies written (responses) and read (STOW-RS requests, from a 
 from __future__ import annotations
 
 import functools
+import itertools
 import mmap
 import secrets
 from collections.abc import Iterator
@@ -36,6 +37,10 @@ FRAME_MEDIA_TYPES = {
     "1.2.840.10008.1.2.5": "image/dicom-rle",
 }
 ALIASES = {"image/x-dicom-rle": "image/dicom-rle", "image/x-jls": "image/jls"}
+# The most parts (instances) one STOW-RS request may carry. Each part becomes a file and a
+# header read, so a small body of empty parts would otherwise cost thousands of each; a
+# slide's pyramid is tens of instances, a study a few hundred.
+MAX_STOW_PARTS = 1000
 
 
 def frame_media_type(transfer_syntax: str) -> str:
@@ -169,14 +174,23 @@ def posted_boundary(content_type: str | None) -> str:
     return values["boundary"]
 
 
-def split_parts(body: Path, boundary: str, folder: Path) -> list[Path]:
-    """Write each part of the multipart body in file ``body`` to a file in ``folder``."""
+def split_parts(
+    body: Path, boundary: str, folder: Path, max_parts: int = MAX_STOW_PARTS
+) -> list[Path]:
+    """Write each part of the multipart body in file ``body`` to a file in ``folder``; 413
+    (nothing written) when there are more than ``max_parts``."""
     delimiter = b"\r\n--" + boundary.encode("latin-1")
     written: list[Path] = []
     if body.stat().st_size == 0:
         raise InvalidInput("the request has no parts")
     with body.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        for start, end in _part_spans(data, delimiter):
+        # Counted before anything is written; one past the limit is enough to refuse.
+        spans = list(itertools.islice(_part_spans(data, delimiter), max_parts + 1))
+        if len(spans) > max_parts:
+            raise HTTPException(
+                413, f"a STOW-RS request may carry at most {max_parts} parts (one instance each)"
+            )
+        for start, end in spans:
             head_end = data.find(b"\r\n\r\n", start, end)
             if head_end < 0:
                 raise InvalidInput(f"part {len(written) + 1} has no header end")

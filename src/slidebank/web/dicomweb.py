@@ -7,7 +7,8 @@ Access: searches list only what the principal may read (``read-metadata``); meta
 instances ``download``; each read is tallied for the audit trail. Refusals are 404 (the
 instance's existence is as private as its slide), unless its slide is featured (403).
 Storing needs the steward's right (``curate``) on the target dataset: ``?dataset=<name>``,
-or by default the one dataset the principal stewards.
+or by default the one dataset the principal stewards. A STOW-RS request carries at most
+``settings.max_stow_bytes`` bytes and ``dicom_media.MAX_STOW_PARTS`` parts (413 beyond).
 """
 
 from __future__ import annotations
@@ -24,14 +25,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
-from slidebank.access.policy import Action, DatasetPolicy, Decision, Principal, decide
+from slidebank.access.policy import Action, DatasetGate, Principal
 from slidebank.catalog.dicom_queries import Level, keyword_of
+from slidebank.catalog.queries import MAX_OFFSET
 from slidebank.errors import InvalidInput, NotFound
 from slidebank.services import dicomweb
 from slidebank.services.dicomweb import DicomReads, Instance, Stored
 from slidebank.services.serving import Picture
 from slidebank.tiles.encoding import MEDIA_TYPES, ImageFormat, encode
-from slidebank.web import dicom_media
+from slidebank.web import dicom_media, problems
 from slidebank.web.auth import client_address, credential, current_principal
 from slidebank.web.caching import PictureResponse, cache_headers, picture_response
 from slidebank.web.state import OPEN_DATA_KEY, AppState, app_state
@@ -77,10 +79,10 @@ async def _search(
     for key, value in request.query_params.multi_items():
         if key == "includefield":
             include += [item.strip() for item in value.split(",") if item.strip()]
-        elif key in ("limit", "offset"):
-            if not value.isdigit():
-                raise InvalidInput(f"{key} must be a whole number, got {value!r}")
-            limit, offset = (int(value), offset) if key == "limit" else (limit, int(value))
+        elif key == "limit":
+            limit = _whole_number(key, value, 1, dicomweb.MAX_PAGE)
+        elif key == "offset":
+            offset = _whole_number(key, value, 0, MAX_OFFSET)
         elif key not in QIDO_CONTROLS:
             keyword = keyword_of(key)
             if keyword is None:
@@ -100,6 +102,15 @@ async def _search(
             client_address(request),
         )
     return _dicom_json(results)
+
+
+def _whole_number(key: str, value: str, low: int, high: int) -> int:
+    """A query parameter as an integer in [low, high]. ASCII digits only: ``str.isdigit``
+    also accepts characters such as '²' that ``int`` refuses."""
+    number = int(value) if value.isascii() and value.isdecimal() else None
+    if number is None or not low <= number <= high:
+        raise InvalidInput(f"{key} must be a whole number from {low} to {high}, got {value!r}")
+    return number
 
 
 @router.get("/studies", summary="QIDO-RS: search for studies")
@@ -157,28 +168,28 @@ async def _readable(
     found = reads.cached(study, series, instance)
     if found is None:
         found = await run_in_threadpool(reads.instances, study, series, instance)
-    allowed: list[Instance] = []
-    refusals: list[Decision] = []
-    open_data = True
+    gates: dict[int, DatasetGate] = {}
     for item in found:
-        gate = await state.gate(item.dataset_id)
-        decision = decide(asker, action, gate, public=item.public_id in gate.featured)
-        if decision.allowed:
-            allowed.append(item)
-            open_data = open_data and gate.policy is DatasetPolicy.OPEN
-        else:
-            refusals.append(decision)
-    if not allowed:
-        refused = min(refusals, key=lambda d: d.status != 404)  # 404 first: admit nothing
-        if refused.status == 404:
-            what = "instance" if instance else "series" if series else "study"
-            raise NotFound(f"no {what} {instance or series or study}")
-        refused.raise_if_refused()
-    request.scope[OPEN_DATA_KEY] = open_data
+        if item.dataset_id not in gates:
+            gates[item.dataset_id] = await state.gate(item.dataset_id)
+    readable = dicomweb.readable(asker, action, found, gates, study, series, instance)
+    request.scope[OPEN_DATA_KEY] = readable.open_data
     address = client_address(request)
-    for dataset_id, public_id in {(item.dataset_id, item.public_id) for item in allowed}:
+    for dataset_id, public_id in {(item.dataset_id, item.public_id) for item in readable.instances}:
         state.reads.add(asker, action.value, dataset_id, public_id, address)
-    return allowed
+    return readable.instances
+
+
+async def _one_readable(
+    state: AppState,
+    request: Request,
+    asker: Principal,
+    action: Action,
+    uids: tuple[str, str, str],
+) -> Instance:
+    """The one instance an instance URL names (``dicomweb.readable`` gives one copy of a
+    SOP instance UID stored more than once)."""
+    return (await _readable(state, request, asker, action, uids))[0]
 
 
 def _base(request: Request) -> str:
@@ -287,7 +298,7 @@ async def _frames(
     frames: str,
 ) -> Response:
     numbers = _frame_numbers(frames)
-    (item,) = await _readable(state, request, asker, Action.READ_PIXELS, uids)
+    item = await _one_readable(state, request, asker, Action.READ_PIXELS, uids)
     form = dicom_media.frame_form(_header(request, b"accept"), item.transfer_syntax_uid)
     if not form.multipart and len(numbers) != 1:
         raise HTTPException(406, "several frames are only served as multipart/related")
@@ -318,7 +329,8 @@ async def bulk_data(
     other attributes are inline in the metadata."""
     if tag.upper() != dicomweb.PIXEL_DATA_TAG:
         raise NotFound(f"no bulk data {tag}: other attributes are inline in the metadata")
-    (item,) = await _readable(state, request, asker, Action.READ_PIXELS, (study, series, instance))
+    uids = (study, series, instance)
+    item = await _one_readable(state, request, asker, Action.READ_PIXELS, uids)
     media_type = dicom_media.frame_media_type(item.transfer_syntax_uid)
     syntax = item.transfer_syntax_uid
     boundary = dicom_media.new_boundary()
@@ -395,7 +407,7 @@ async def _rendered(
     state: AppState, request: Request, asker: Principal, uids: tuple[str, str, str], number: int
 ) -> Response:
     fmt = _rendered_format(request)
-    (item,) = await _readable(state, request, asker, Action.READ_PIXELS, uids)
+    item = await _one_readable(state, request, asker, Action.READ_PIXELS, uids)
     reads = reads_of(state)
     quality = state.options.jpeg_quality
 
@@ -507,7 +519,8 @@ async def store(
     request: Request,
     dataset: Annotated[str | None, Query(description="Dataset to store into.")] = None,
 ) -> Response:
-    """`multipart/related; type="application/dicom"`, one instance per part. Instances are
+    """`multipart/related; type="application/dicom"`, one instance per part (a limited
+    number of parts: 413 beyond, naming the limit, and nothing stored). Instances are
     grouped by series; each series goes through ingest as one slide. Needs the steward's
     right on `dataset` (by default the one dataset the caller stewards)."""
     return await _store(state, asker, request, dataset, None)
@@ -530,9 +543,7 @@ async def _store(
     name = await run_in_threadpool(dicomweb.stow_dataset, state.repository, asker, dataset)
     boundary = dicom_media.posted_boundary(request.headers.get("content-type"))
     limit = state.settings.max_stow_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"a STOW-RS request may carry at most {limit} bytes")
+    problems.refuse_declared_body_over(request.headers.get("content-length"), limit)
     with tempfile.TemporaryDirectory(prefix="slidebank-stow-") as folder:
         body = Path(folder) / "body"
         size = 0
@@ -540,7 +551,7 @@ async def _store(
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
-                    raise HTTPException(413, f"a STOW-RS request may carry at most {limit} bytes")
+                    raise HTTPException(413, f"the request body may be at most {limit:,} bytes")
                 await run_in_threadpool(out.write, chunk)
         parts = Path(folder) / "parts"
         parts.mkdir()
