@@ -152,7 +152,7 @@ def test_the_dataset_list_shows_each_dataset_with_its_slide_count(site: Site) ->
     assert "mouse-atlas" in text
     assert 'href="/slides?dataset=tox-study"' in page
     assert 'href="/slides?dataset=mouse-atlas"' in page
-    counts = re.findall(r'<td class="num"><a href="/slides\?dataset=([\w-]+)">(\d+)</a>', page)
+    counts = re.findall(r'<td class="num"[^>]*><a href="/slides\?dataset=([\w-]+)">(\d+)</a>', page)
     assert sorted(counts) == [("mouse-atlas", "1"), ("tox-study", "1")]
 
 
@@ -211,8 +211,13 @@ def test_the_slide_browser_shows_each_slide_with_a_lazy_thumbnail(site: Site) ->
         ("diagnosis=45170000", {"rat"}),
         ("diagnosis=necrosis", {"rat"}),
         ("vendor=aperio", {"rat", "mouse"}),
+        ("vendor=APER", {"rat", "mouse"}),  # any part of the name, in any case
+        ("vendor=hamamatsu", set()),
         ("format=dicom", {"rat", "mouse"}),  # both stored as de-identified DICOM
-        ("format=aperio", set()),
+        ("format=aperio", {"rat", "mouse"}),  # ... converted from Aperio SVS files
+        ("format=svs", {"rat", "mouse"}),  # by the file's extension too
+        ("format=ndpi", set()),
+        ("format=dic", set()),  # a format is named whole
         ("mpp_min=0.3", {"rat"}),
         ("mpp_max=0.3", {"mouse"}),
         ("mpp_min=0.2&mpp_max=0.3&species=mus", {"mouse"}),
@@ -328,6 +333,11 @@ def test_the_slide_page_shows_the_viewer_and_the_whole_record(site: Site) -> Non
     # nothing the sidecar or the file name identified the slide by
     for identifier in ("R12", "L1-1", "generated.svs"):
         assert identifier not in text, identifier
+    # The slide's pseudonym is also the name of its stored form: shown once, as the slide's
+    # identifier, and not again as a "source file".
+    assert text.count(pseudonym_in(site.settings, "slide", "L1-1")) == 1
+    assert "Source file" not in text
+    assert "Aperio" in text  # the vendor, as people spell it
 
 
 def test_the_slide_page_of_another_slide(site: Site) -> None:
@@ -344,6 +354,13 @@ def test_the_slide_page_of_another_slide(site: Site) -> None:
         assert expected in text, expected
     assert "0.25 × 0.25 µm/px" in text
     assert "40×" in text
+
+
+def test_a_dataset_page_counts_its_slides_and_cases(site: Site) -> None:
+    page = html(site.client, "/datasets/tox-study")
+    count = re.search(r'<dd data-testid="slide-count">(.*?)</dd>', page, re.S)
+    assert count is not None
+    assert count.group(1).strip() == "1 slide in 1 case"
 
 
 def test_an_unknown_slide_gives_an_html_404(site: Site) -> None:

@@ -12,6 +12,8 @@ page says so instead of failing silently.
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +28,17 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from slidebank.access.policy import Action, Principal
-from slidebank.catalog.queries import MAX_PAGE, TEXT_FILTER_FIELDS, SlideFilter, slide_filter
-from slidebank.errors import Forbidden, InvalidInput, NotFound
+from slidebank.catalog.queries import (
+    MAX_PAGE,
+    SOURCE_FORMAT,
+    TEXT_FILTER_FIELDS,
+    SlideFilter,
+    slide_filter,
+)
+from slidebank.errors import Forbidden, InvalidInput, NotFound, SlidebankError
 from slidebank.services import annotating, browsing
-from slidebank.web.auth import SCOPE_KEY, current_principal
+from slidebank.web import problems
+from slidebank.web.auth import SCOPE_KEY, credential, current_principal
 from slidebank.web.state import AppState
 
 Asker = Annotated[Principal, Depends(current_principal)]
@@ -84,7 +93,94 @@ def _templates() -> Jinja2Templates:
     environment.filters["thousands"] = lambda value: f"{value:,}".replace(",", "\u202f")
     environment.filters["filesize"] = filesize
     environment.filters["mpp"] = lambda value: "—" if value is None else f"{value:.4g} µm/px"
+    environment.filters["vendor"] = vendor_name
     return Jinja2Templates(env=environment)
+
+
+# How the vendors OpenSlide detects are spelled for people (the catalogue keeps OpenSlide's
+# names, which the filters and the API use); DICOM sources give their Manufacturer as is.
+VENDOR_NAMES = {
+    "aperio": "Aperio",
+    "dicom": "DICOM",
+    "generic-tiff": "Generic TIFF",
+    "hamamatsu": "Hamamatsu",
+    "leica": "Leica",
+    "mirax": "3DHISTECH (MIRAX)",
+    "ome": "OME-TIFF",
+    "philips": "Philips",
+    "sakura": "Sakura",
+    "synthetic": "Synthetic",
+    "trestle": "Trestle",
+    "ventana": "Ventana",
+    "zeiss": "Zeiss",
+}
+# Values scanners write when they know nothing: not worth a row of the metadata panel.
+PLACEHOLDERS = frozenset({"", "?", "-", "—", "unknown", "none", "null", "n/a", "na"})
+
+
+def vendor_name(vendor: str | None) -> str | None:
+    if vendor is None or is_placeholder(vendor):
+        return None
+    return VENDOR_NAMES.get(vendor.lower(), vendor)
+
+
+def is_placeholder(value: str) -> bool:
+    return value.strip().lower() in PLACEHOLDERS
+
+
+def property_text(value: str) -> str:
+    """A scanner property for people: a list (stored in Python's spelling, as DICOM's
+    multi-valued attributes are) as comma-separated values, placeholders in it left out."""
+    text = value.strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        return text
+    try:
+        items = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
+    if not isinstance(items, list | tuple):
+        return text
+    return ", ".join(str(item) for item in items if not is_placeholder(str(item)))
+
+
+def shown_properties(properties: dict[str, str]) -> list[tuple[str, str]]:
+    """The scanner properties worth showing, by name: placeholder values left out."""
+    shown = ((key, property_text(str(value))) for key, value in sorted(properties.items()))
+    return [(key, text) for key, text in shown if not is_placeholder(text)]
+
+
+def physical_size(width: int, height: int, mpp: list[float] | None) -> str | None:
+    """The slide's scanned area: in mm from 1 mm up, else in µm (a 16 px slide at 0.5 µm
+    per pixel is 8 × 8 µm, not "0.0 × 0.0 mm")."""
+    if not mpp:
+        return None
+    x, y = width * mpp[0], height * mpp[1]
+    if max(x, y) >= 1000:
+        return f"{x / 1000:.1f} × {y / 1000:.1f} mm"
+    digits = 1 if max(x, y) < 100 else 0
+    return f"{x:.{digits}f} × {y:.{digits}f} µm"
+
+
+def slide_panel(record: dict[str, Any]) -> dict[str, Any]:
+    """What the slide page's metadata panel shows beyond the record itself.
+
+    A de-identified slide's "source name" is its pseudonym (the source's file name is not
+    kept): it is shown once, as the slide's identifier, never as a file name."""
+    image = record["image"]
+    slide = record["slide"]
+    deidentified = SOURCE_FORMAT in image["properties"]
+    identifier = slide["identifier"] or (image["source_name"] if deidentified else None)
+    source_file = image["source_name"]
+    if deidentified or source_file == identifier:
+        source_file = None
+    staining = slide["staining"]
+    return {
+        "slide_identifier": identifier,
+        "slide_has_facts": bool(identifier or any(staining.values()) or slide["observations"]),
+        "source_file": source_file,
+        "physical_size": physical_size(image["width"], image["height"], image["mpp"]),
+        "properties": shown_properties(image["properties"]),
+    }
 
 
 def filesize(size: int | None) -> str:
@@ -224,6 +320,15 @@ def install(app: FastAPI) -> None:
     def not_found(request: Request, message: str) -> Response:
         return render(request, "404.html", {"title": "Not found", "message": message}, 404)
 
+    async def not_found_page(request: Request, message: str) -> Response:
+        # No route ran, so nobody has looked at the credentials yet: the top bar should still
+        # show who is signed in. A credential that fails its checks is just not shown.
+        with contextlib.suppress(SlidebankError):
+            await credential(request)
+        return not_found(request, message)
+
+    problems.use_html_pages(app, not_found_page)
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def datasets_page(request: Request, asker: Asker) -> Response:
         datasets = browsing.list_datasets(_state(request).repository)
@@ -315,6 +420,7 @@ def install(app: FastAPI) -> None:
             "image": image,
             "viewer": viewer,
             "annotations": annotations,
+            "panel": slide_panel(record),
             "assets_present": _viewer_assets_present(),
             "install_hint": INSTALL_HINT,
             "npm_prefix": NPM_PREFIX,

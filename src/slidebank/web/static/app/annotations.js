@@ -1090,7 +1090,8 @@
       classList,
       classNote
     );
-    document.getElementById("viewer").parentElement.append(hint);
+    // Inside the viewer's element, so that the hint stays in OpenSeadragon's full page mode.
+    document.getElementById("viewer").append(hint);
     renderSets();
     renderClasses();
     renderClassPickers();
@@ -1590,6 +1591,7 @@
   let dragStart = null; // the rectangle being drawn
   let pointer = null; // the last pointer position, image px
   let lastVertexAt = -Infinity;
+  let closedAt = null; // {x, y, at}: the last vertex and time of the polygon closed last
   let vertexDrag = null; // {index, from: [x, y], start: image px, sharesX, sharesY} while dragging a handle
   let onHandle = false; // the current press began on a handle of the selection
   let lastEdgeClick = null; // {x, y, at}: to tell a double-click on an edge of the selection
@@ -1612,7 +1614,8 @@
     requestDraw();
   }
 
-  function closePolygon() {
+  /** Closes the polygon being drawn; ``at`` is where the click that closed it was. */
+  function closePolygon(at = vertices[vertices.length - 1]) {
     const distinct = vertices.filter((v, i) => i === 0 || v.x !== vertices[i - 1].x || v.y !== vertices[i - 1].y);
     if (distinct.length < 3) {
       showError("A polygon needs at least three vertices.");
@@ -1621,8 +1624,21 @@
     errorBox.hidden = true;
     const ring = distinct.map((v) => [v.x, v.y]);
     ring.push(ring[0]);
+    closedAt = { x: at.x, y: at.y, at: performance.now() };
     vertices = [];
     addDraft("polygon", { type: "Polygon", coordinates: [ring] });
+  }
+
+  /** Whether a click at ``p`` is what is left of the double-click that has just closed a
+   * polygon (its second click, or OpenSeadragon's double-click event after it): not the
+   * first vertex of a new polygon, nor a second attempt to close one. */
+  function closingEcho(p) {
+    return (
+      closedAt !== null &&
+      vertices.length === 0 &&
+      performance.now() - closedAt.at < DOUBLE_CLICK_MS &&
+      screenDistance(p.m, closedAt, p) < DOUBLE_CLICK_PX
+    );
   }
 
   if (MAY_DRAW) {
@@ -1706,14 +1722,15 @@
         // A second click on the last vertex soon after it (a double-click: OpenSeadragon's
         // own detection misses one that follows other clicks quickly) or a click on the first
         // vertex closes the polygon.
+        if (closingEcho(p)) return;
         const now = performance.now();
         const last = vertices[vertices.length - 1];
         const again = last && screenDistance(p.m, last, p) < DOUBLE_CLICK_PX;
         const onFirst = vertices.length >= 3 && screenDistance(p.m, vertices[0], p) < DOUBLE_CLICK_PX;
         if (again && now - lastVertexAt < DOUBLE_CLICK_MS) {
-          if (vertices.length >= 3) closePolygon();
+          if (vertices.length >= 3) closePolygon(p);
         } else if (onFirst) {
-          closePolygon();
+          closePolygon(p);
         } else if (!last || screenDistance(p.m, last, p) >= CLOSE_DISTANCE_PX) {
           vertices.push({ x: p.x, y: p.y });
         }
@@ -1747,7 +1764,7 @@
         return;
       }
       event.preventDefaultAction = true; // no zoom
-      if (tool === "polygon" && vertices.length) closePolygon();
+      if (tool === "polygon" && vertices.length) closePolygon(imagePoint(event.originalEvent));
     });
     viewer.canvas.addEventListener("pointermove", (event) => {
       viewer.canvas.classList.toggle("ann-on-handle", Boolean(vertexDrag) || handleAt(event) !== null);
@@ -1761,7 +1778,8 @@
       if (event.ctrlKey || event.metaKey || event.altKey) return;
       const target = event.target;
       if (target instanceof HTMLElement && target.closest("input, textarea, select, [contenteditable]")) return;
-      const onButton = target instanceof HTMLElement && target.closest("button");
+      // OpenSeadragon's buttons are divs with role="button" (viewer.js makes them focusable).
+      const onButton = target instanceof HTMLElement && target.closest("button, [role='button']");
       const key = event.key;
       const chosen = TOOLS.find((t) => t.key === key.toLowerCase());
       if (chosen && !event.shiftKey) {
@@ -1778,12 +1796,16 @@
         removeVertex(selected.active);
         event.preventDefault();
       } else if (key === "Escape") {
+        // Escape undoes one thing at a time; when there is nothing left here to undo it is
+        // left to the viewer (which leaves full page), so it is marked as used only here.
         if (vertices.length || dragStart) cancelInProgress();
         else if (selected && selected.active !== null) {
           selected.active = null;
           requestDraw();
         } else if (selected) select(null);
-        else setTool("navigate");
+        else if (tool !== "navigate") setTool("navigate");
+        else return;
+        event.preventDefault();
       } else if ((key === "Delete" || key === "Backspace") && selected && !onButton) {
         deleteSelected();
         event.preventDefault();
@@ -1927,6 +1949,7 @@
     modes: () => Object.fromEntries([...sets.values()].map((set) => [set.id, set.visible ? set.shown : null])),
     sets: () => [...sets.values()].map((set) => ({ ...set.info, visible: set.visible, shown: set.shown })),
     pending: pendingCount,
+    drawing: () => vertices.length, // vertices of the polygon being drawn
     drafts: () => drafts.filter((draft) => !draft.savedTo).map((draft) => ({ shape: draft.shape, label: draft.label, geometry: draft.geometry })),
     layer,
     setTool,

@@ -1,9 +1,13 @@
 /* Slidebank slide viewer: OpenSeadragon on the DeepZoom tiles, with a 1:1 / fit toolbar,
  * a scale bar from the slide's µm per pixel, and the cursor position in level-0 pixels.
+ * The toolbar, scale bar and cursor readout are inside the viewer's element (the template
+ * puts them there), so they stay in OpenSeadragon's full page mode.
  *
  * Keyboard (when the viewer has focus, which it gets on load): OpenSeadragon's own keys —
  * arrows or WASD pan, + / - (and Shift+W / Shift+S) zoom, 0 fits, R rotates — and ours:
- * 1 shows one image pixel per screen pixel, 0 fits also when the focus is elsewhere on the page.
+ * 1 shows one image pixel per screen pixel, 0 fits also when the focus is elsewhere on the
+ * page, Escape leaves full page. OpenSeadragon's buttons are reached with Tab and pressed
+ * with Enter or Space.
  */
 (function () {
   "use strict";
@@ -63,6 +67,55 @@
   });
   window.slidebankViewer = viewer; // for the browser tests and the console
 
+  // The canvas takes the keyboard (arrows pan, + and - zoom): "application" tells screen
+  // readers to pass those keys on, and the label says what it is.
+  viewer.canvas.setAttribute("role", "application");
+  viewer.canvas.setAttribute("aria-roledescription", "slide viewer");
+  viewer.canvas.setAttribute(
+    "aria-label",
+    "Slide image. Arrow keys pan, plus and minus zoom, 0 fits, 1 shows 1:1, R rotates."
+  );
+
+  /* OpenSeadragon's buttons are divs of four images, each image with the tooltip as its
+   * alternative text, and none of them focusable: a screen reader reads each button as
+   * images, and Tab never reaches them. Made into focusable buttons named by their tooltip;
+   * OpenSeadragon itself presses them on Enter, Space is added here. */
+  function accessibleButton(button) {
+    if (!button || !button.element) return;
+    const element = button.element;
+    element.setAttribute("role", "button");
+    element.setAttribute("tabindex", "0");
+    element.setAttribute("aria-label", button.tooltip);
+    element.classList.add("osd-button");
+    for (const image of element.querySelectorAll("img")) {
+      image.alt = "";
+      image.setAttribute("aria-hidden", "true");
+    }
+    element.addEventListener("keydown", (event) => {
+      if (event.key !== " ") return;
+      event.preventDefault(); // no page scroll
+      // What OpenSeadragon raises for Enter: "click" (a step of zoom) and "release" (home,
+      // full page, rotate, flip act on release; the zoom buttons stop zooming on it).
+      button.raiseEvent("click", { originalEvent: event });
+      button.raiseEvent("release", { originalEvent: event });
+    });
+  }
+  for (const name of [
+    "zoomInButton",
+    "zoomOutButton",
+    "homeButton",
+    "fullPageButton",
+    "rotateLeftButton",
+    "rotateRightButton",
+    "flipButton",
+  ]) {
+    accessibleButton(viewer[name]);
+  }
+  if (viewer.buttonGroup && viewer.buttonGroup.element) {
+    viewer.buttonGroup.element.setAttribute("role", "toolbar");
+    viewer.buttonGroup.element.setAttribute("aria-label", "Zoom, rotate and full page");
+  }
+
   const zoomReadout = document.getElementById("zoom-readout");
   const cursorReadout = document.getElementById("cursor");
   const scalebar = document.getElementById("scalebar");
@@ -100,14 +153,24 @@
     return microns >= 1000 ? `${clean(microns / 1000)} mm` : `${clean(microns)} µm`;
   }
 
+  /** Magnification for the readout: three significant digits ("20.0", "2.05"), whole
+   * numbers from 100 up; toPrecision alone would write 1072 as "1.07e+3" (a 16 px slide
+   * fitted to the window). */
+  function magnificationText(value) {
+    return value >= 100 ? Math.round(value).toLocaleString("en") : value.toPrecision(3);
+  }
+
+  function percentText(percent) {
+    return percent >= 10 ? Math.round(percent).toLocaleString("en") : percent.toPrecision(2);
+  }
+
   function updateScale() {
     const zoom = imageZoom();
     if (!isFinite(zoom) || zoom <= 0) return;
-    const percent = zoom * 100;
-    const shown = percent >= 10 ? percent.toFixed(0) : percent.toPrecision(2);
+    const percent = percentText(zoom * 100);
     zoomReadout.textContent = config.objectivePower
-      ? `${(zoom * config.objectivePower).toPrecision(3)}× · ${shown}%`
-      : `${shown}%`;
+      ? `${magnificationText(zoom * config.objectivePower)}× · ${percent}%`
+      : `${percent}%`;
     if (!config.mpp) {
       scalebar.hidden = true;
       return;
@@ -156,6 +219,17 @@
   document.getElementById("fit").addEventListener("click", () => {
     fit();
     viewer.canvas.focus();
+  });
+
+  // Escape leaves full page (and the browser's full screen, which OpenSeadragon enters with
+  // it where it can). Listened to on the window, after the document's listeners: the
+  // annotation layer uses Escape first (to cancel a drawing, clear a selection) and marks
+  // the event as used when it did.
+  window.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape" || event.defaultPrevented || !viewer.isFullPage()) return;
+    if (OSD.isFullScreen()) viewer.setFullScreen(false);
+    else viewer.setFullPage(false);
+    event.preventDefault();
   });
 
   document.addEventListener("keydown", (event) => {
