@@ -116,3 +116,13 @@ def stop_process(process: subprocess.Popen[Any], timeout: float) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def tallied_reads(events: list[dict[str, Any]], actor: str, action: str) -> dict[str, int]:
+    """Reads counted in the audit trail by target, for one actor and action. Minutes may
+    split a target's rows: the counts add up whatever the clock did."""
+    counts: dict[str, int] = {}
+    for event in events:
+        if event["actor"] == actor and event["action"] == action:
+            counts[event["target"]] = counts.get(event["target"], 0) + event["count"]
+    return counts

@@ -18,6 +18,7 @@ from slidebank.web.app import create_app
 from slidebank.web.state import AppState
 from tests.access_world import DATASET, World, build_world
 from tests.conftest import _fresh_postgres_database
+from tests.helpers import tallied_reads
 
 MISSING_SLIDE = "sb-missing"
 MISSING_SET = 987_654
@@ -179,11 +180,7 @@ def test_every_read_of_annotations_is_audited(web: TestClient, world: World) -> 
     assert web.get(f"/api/annotation-sets/{own}/export", headers=holder).status_code == 200
     accounts.flush_reads(state.repository, state.reads, everything=True)
     events = accounts.audit_events(state.repository, COMMAND_LINE, DATASET, 1000, 0)
-    tallied: dict[str, int] = {}
-    for event in events:
-        if event["actor"] == "holder" and event["action"] == "read-annotations":
-            tallied[event["target"]] = tallied.get(event["target"], 0) + event["count"]
-    # Minutes may split a target's rows: the counts add up whatever the clock did.
+    tallied = tallied_reads(events, "holder", "read-annotations")
     assert tallied == {slide: 4, f"{slide}/own": 4, f"{slide}/promote": 1}
     exports = [e for e in events if e["actor"] == "holder" and e["action"] == "annotations.export"]
     assert [e["target"] for e in exports] == [f"{slide}/own"]

@@ -22,6 +22,7 @@ from slidebank.services import accounts, annotating, ingesting
 from slidebank.services.repository import open_repository
 from slidebank.web.app import create_app
 from slidebank.web.auth import CSRF_COOKIE
+from tests.helpers import tallied_reads
 
 DATASET = "histology"
 PASSWORD = "a long password 1"
@@ -375,10 +376,7 @@ def test_the_page_reads_of_annotations_are_audited(site: Site) -> None:
     assert "3 added" in unescape(page) and "Test “bob-regions”" in unescape(page)
     accounts.flush_reads(state.repository, state.reads, everything=True)
     events = accounts.audit_events(state.repository, COMMAND_LINE, DATASET, 1000, 0)
-    tallied: dict[str, int] = {}
-    for event in events:
-        if event["actor"] == "ann" and event["action"] == "read-annotations":
-            tallied[event["target"]] = tallied.get(event["target"], 0) + event["count"]
+    tallied = tallied_reads(events, "ann", "read-annotations")
     ann, bob = f"{site.slide}/ann-regions", f"{site.slide}/bob-regions"
     # The sets listed; each set's history; the diff of ann's; the agreement of both.
     assert tallied == {site.slide: 1, ann: 3, bob: 2, f"{site.slide}/{EVIL}": 1}

@@ -482,12 +482,7 @@ def test_stow_of_an_annotation_instance_imports_it_into_a_set_of_its_slide(
     assert made["annotations"] == 8 and made["kind"] == "automatic"
     # An instance that references no stored slide is refused, and stores nothing.
     stray = pydicom.dcmread(target)
-    stray.StudyInstanceUID = generate_uid()
-    for series in stray.ReferencedSeriesSequence:
-        for instance in series.ReferencedInstanceSequence:
-            instance.ReferencedSOPInstanceUID = generate_uid()
-    for item in stray.ReferencedImageSequence:
-        item.ReferencedSOPInstanceUID = generate_uid()
+    _reference_nothing(stray)
     with pytest.raises(requests.HTTPError) as none_stored:
         world.client("steward").store_instances([stray])
     response = none_stored.value.response
@@ -581,12 +576,7 @@ def test_stow_tells_a_steward_nothing_of_datasets_they_cannot_read(
     client = DICOMwebClient(f"{world.url}/dicomweb", headers={"Authorization": f"Bearer {token}"})
     hidden = _annotation_instance(world, tmp_path / "hidden.dcm")
     stray = _annotation_instance(world, tmp_path / "stray.dcm")
-    stray.StudyInstanceUID = generate_uid()
-    for series in stray.ReferencedSeriesSequence:
-        for instance in series.ReferencedInstanceSequence:
-            instance.ReferencedSOPInstanceUID = generate_uid()
-    for item in stray.ReferencedImageSequence:
-        item.ReferencedSOPInstanceUID = generate_uid()
+    _reference_nothing(stray)
     before = _sets_of(world, world.boxes.public_id)
     reasons = []
     for posted in (hidden, stray):
@@ -697,3 +687,13 @@ def test_the_service_decides_which_instances_a_request_reads() -> None:
     assert not private.open_data  # then not publicly cacheable
     first = dicomweb.readable(steward, Action.READ_PIXELS, both[::-1], gates, *uids)
     assert [i.public_id for i in first.instances] == ["sb-c"] and not first.open_data
+
+
+def _reference_nothing(instance: pydicom.Dataset) -> None:
+    """Point an annotation instance at a study and images that nobody stored."""
+    instance.StudyInstanceUID = generate_uid()
+    for series in instance.ReferencedSeriesSequence:
+        for referenced in series.ReferencedInstanceSequence:
+            referenced.ReferencedSOPInstanceUID = generate_uid()
+    for item in instance.ReferencedImageSequence:
+        item.ReferencedSOPInstanceUID = generate_uid()

@@ -93,9 +93,13 @@ def small_svs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_svs(target, SvsSpec(2048, 1536, mpp=0.25, magnification=40), demo_tissue(256))
 
 
-def _ingest(settings: Settings, path: Path, dataset: str, sidecar: dict[str, Any]) -> str:
-    sidecar_path = settings.home.parent / f"{dataset}.json"
-    sidecar_path.write_text(json.dumps(sidecar))
+def _ingest(
+    settings: Settings, path: Path, dataset: str, sidecar: dict[str, Any] | None = None
+) -> str:
+    sidecar_path = None
+    if sidecar is not None:
+        sidecar_path = settings.home.parent / f"{dataset}.json"
+        sidecar_path.write_text(json.dumps(sidecar))
     repository = open_repository(settings)
     try:
         report = ingesting.ingest_paths(repository, [path], dataset, sidecar_path)

@@ -20,9 +20,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from slidebank.config import Settings
-from slidebank.services import ingesting
-from slidebank.services.repository import open_repository
 from slidebank.web.app import create_app
+from tests.web.test_pages import _ingest
 from tests.web.test_viewer_browser import tiny_slide
 
 # What Chromium sends when it navigates to a page.
@@ -41,23 +40,11 @@ class Site:
     tiny: str  # 16 x 16 px at 0.499 µm per pixel, in dataset "scanners", no sidecar
 
 
-def ingest(settings: Settings, path: Path, dataset: str) -> str:
-    repository = open_repository(settings)
-    try:
-        report = ingesting.ingest_paths(repository, [path], dataset, None)
-    finally:
-        repository.close()
-    (outcome,) = report.outcomes
-    assert outcome.status == "ingested", outcome.reason
-    assert outcome.id is not None
-    return outcome.id
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     home = tmp_path_factory.mktemp("viewer-pages") / "repo"
     settings = Settings(home=home)
-    tiny = ingest(settings, tiny_slide(home.parent / "tiny.svs"), "scanners")
+    tiny = _ingest(settings, tiny_slide(home.parent / "tiny.svs"), "scanners")
     with TestClient(create_app(settings)) as client:
         yield Site(client, settings, tiny)
 
@@ -119,7 +106,7 @@ def test_scanner_properties_leave_out_what_the_scanner_did_not_know(site: Site) 
 def test_a_dicom_slide_shows_its_multi_valued_properties_as_values(
     site: Site, slides_dir: Path
 ) -> None:
-    slide = ingest(site.settings, slides_dir / "dicom" / "WG26-BPAEC-partial", "dicom-scans")
+    slide = _ingest(site.settings, slides_dir / "dicom" / "WG26-BPAEC-partial", "dicom-scans")
     html = page(site.client, f"/slides/{slide}")
     assert panel_rows(html)["Vendor"] == "3DHISTECH Kft."
     shown = properties(html)

@@ -5,8 +5,9 @@ promotion to reference, agreement between two sets, and each dataset's label sch
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
@@ -98,9 +99,18 @@ def _window(
 Window = Annotated[Viewport, Depends(_window)]
 
 
-async def _tally(state: AppState, request: Request, reads: annotating.Reads) -> None:
-    """Annotation reads go to the audit trail's read tally, as every read of data does."""
+Found = TypeVar("Found")
+
+
+async def _read(
+    state: AppState, request: Request, use_case: Callable[..., Found], *args: Any, **kwargs: Any
+) -> Found:
+    """Run a read use case of ``annotating`` in the thread pool and tally what it read for
+    the audit trail, as every read of data is."""
+    reads = annotating.Reads()
+    found = await run_in_threadpool(use_case, state.repository, *args, reads=reads, **kwargs)
     await state.note_reads(request, Action.READ_ANNOTATIONS, reads.found)
+    return found
 
 
 def _set_ids(sets: str | None) -> list[int] | None:
@@ -120,12 +130,7 @@ def _labels(labels: str | None) -> list[str] | None:
 async def list_sets(
     state: State, asker: Asker, request: Request, slide_id: str
 ) -> list[dict[str, Any]]:
-    reads = annotating.Reads()
-    found = await run_in_threadpool(
-        lambda: annotating.list_sets(state.repository, asker, slide_id, reads=reads)
-    )
-    await _tally(state, request, reads)
-    return found
+    return await _read(state, request, annotating.list_sets, asker, slide_id)
 
 
 @router.post(
@@ -168,22 +173,19 @@ async def viewport(
         annotating.MAX_VIEWPORT_ANNOTATIONS
     ),
 ) -> Response:
-    reads = annotating.Reads()
-    body = await run_in_threadpool(
-        lambda: annotating.viewport_geojson(
-            state.repository,
-            asker,
-            slide_id,
-            window,
-            set_ids=_set_ids(sets),
-            labels=_labels(labels),
-            min_area=min_area,
-            simplify=simplify,
-            limit=limit,
-            reads=reads,
-        )
+    body = await _read(
+        state,
+        request,
+        annotating.viewport_geojson,
+        asker,
+        slide_id,
+        window,
+        set_ids=_set_ids(sets),
+        labels=_labels(labels),
+        min_area=min_area,
+        simplify=simplify,
+        limit=limit,
     )
-    await _tally(state, request, reads)
     return Response(body, media_type="application/geo+json")
 
 
@@ -200,14 +202,9 @@ async def density(
     cell: Annotated[float, Query(gt=0, description="Cell side in level-0 px.")],
     sets: Sets = None,
 ) -> dict[str, Any]:
-    reads = annotating.Reads()
-    found = await run_in_threadpool(
-        lambda: annotating.density(
-            state.repository, asker, slide_id, window, cell, set_ids=_set_ids(sets), reads=reads
-        )
+    return await _read(
+        state, request, annotating.density, asker, slide_id, window, cell, set_ids=_set_ids(sets)
     )
-    await _tally(state, request, reads)
-    return found
 
 
 @router.get("/slides/{slide_id}/annotations/counts", summary="Annotations per class in a window")
@@ -219,14 +216,9 @@ async def counts(
     window: Window,
     sets: Sets = None,
 ) -> dict[str, int]:
-    reads = annotating.Reads()
-    found = await run_in_threadpool(
-        lambda: annotating.count_by_label(
-            state.repository, asker, slide_id, window, set_ids=_set_ids(sets), reads=reads
-        )
+    return await _read(
+        state, request, annotating.count_by_label, asker, slide_id, window, set_ids=_set_ids(sets)
     )
-    await _tally(state, request, reads)
-    return found
 
 
 def _upload(state: State, request: Request) -> int:
@@ -313,12 +305,7 @@ async def import_file(
 
 @router.get("/annotation-sets/{set_id}", summary="One annotation set")
 async def get_set(state: State, asker: Asker, request: Request, set_id: int) -> dict[str, Any]:
-    reads = annotating.Reads()
-    found = await run_in_threadpool(
-        lambda: annotating.get_set(state.repository, asker, set_id, reads=reads)
-    )
-    await _tally(state, request, reads)
-    return found
+    return await _read(state, request, annotating.get_set, asker, set_id)
 
 
 @router.get(
@@ -387,12 +374,7 @@ async def edit(state: State, asker: Asker, set_id: int, body: Edit) -> dict[str,
 async def revisions(
     state: State, asker: Asker, request: Request, set_id: int
 ) -> list[dict[str, Any]]:
-    reads = annotating.Reads()
-    found = await run_in_threadpool(
-        lambda: annotating.history(state.repository, asker, set_id, reads=reads)
-    )
-    await _tally(state, request, reads)
-    return found
+    return await _read(state, request, annotating.history, asker, set_id)
 
 
 @router.get("/annotation-sets/{set_id}/diff", summary="What changed between two revisions")
@@ -404,12 +386,7 @@ async def diff(
     start: Annotated[int, Query(ge=0)],
     end: Annotated[int, Query(ge=0)],
 ) -> dict[str, Any]:
-    reads = annotating.Reads()
-    found = await run_in_threadpool(
-        lambda: annotating.diff(state.repository, asker, set_id, start, end, reads=reads)
-    )
-    await _tally(state, request, reads)
-    return found
+    return await _read(state, request, annotating.diff, asker, set_id, start, end)
 
 
 @router.post(
@@ -448,20 +425,9 @@ async def agreement(
     cells: Annotated[bool, Query(description="Score polygons as cells (centroids).")] = False,
 ) -> dict[str, Any]:
     """Each set may hold at most 100,000 annotations (both are compared in memory)."""
-    reads = annotating.Reads()
-    found = await run_in_threadpool(
-        lambda: annotating.compare(
-            state.repository,
-            asker,
-            set_id,
-            other_id,
-            distance=distance,
-            cells=cells,
-            reads=reads,
-        )
+    return await _read(
+        state, request, annotating.compare, asker, set_id, other_id, distance=distance, cells=cells
     )
-    await _tally(state, request, reads)
-    return found
 
 
 @router.get("/datasets/{name}/labels", summary="The dataset's label schema")
