@@ -30,6 +30,18 @@ from tests.helpers import iiif_validator_slide, stop_process
 SLIDEBANK = Path(sys.executable).with_name("slidebank")
 
 
+def stored_files(settings: Settings, slide_id: str) -> tuple[Path, ...]:
+    """The stored files of a slide, found as its stewards find them (the storage key is not
+    shown to readers)."""
+    repository = open_repository(settings)
+    try:
+        image = browsing.show_slide(repository, COMMAND_LINE, slide_id)["image"]
+        content = repository.store.content_dir(image["storage_key"])
+        return tuple(content / stored["name"] for stored in image["files"])
+    finally:
+        repository.close()
+
+
 @dataclass(frozen=True)
 class ServedRepository:
     settings: Settings

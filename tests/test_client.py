@@ -11,7 +11,7 @@ import pytest
 from slidebank.client import ApiError, SlidebankClient
 from slidebank.geometry import Point, Size
 from slidebank.slides import open_slide
-from tests.served import ServedRepository
+from tests.served import ServedRepository, stored_files
 
 
 def test_client_lists_reads_and_fails_clearly(live_server: str, served: ServedRepository) -> None:
@@ -22,10 +22,8 @@ def test_client_lists_reads_and_fails_clearly(live_server: str, served: ServedRe
         record = bank.slide(served.demo_id)
         patch = bank.region(served.demo_id, 512, 256, 128, 64)
         assert patch.shape == (64, 128, 3) and patch.dtype == np.uint8
-        key = record["image"]["storage_key"]
-        content = served.settings.home / "blobs" / "objects" / key[:2] / key / "content"
-        files = tuple(content / f["name"] for f in record["image"]["files"])
-        with open_slide(files) as reader:
+        assert record["id"] == served.demo_id and "storage_key" not in record["image"]
+        with open_slide(stored_files(served.settings, served.demo_id)) as reader:
             expected = np.asarray(reader.read_region(Point(512, 256), 0, Size(128, 64)))
         assert np.array_equal(patch, expected)
         assert bank.region(served.demo_id, 0, 0, 100, 50, mpp=2.0).shape == (50, 100, 3)

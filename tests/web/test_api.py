@@ -12,15 +12,16 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from slidebank.access.policy import COMMAND_LINE
 from slidebank.catalog.queries import MAX_OFFSET
 from slidebank.config import Settings
 from slidebank.geometry import Point, Size
-from slidebank.services import ingesting
+from slidebank.services import browsing, ingesting
 from slidebank.services.repository import open_repository
 from slidebank.slides import open_slide
 from slidebank.web.app import create_app
 from tests.helpers import pseudonym_in
-from tests.served import ServedRepository
+from tests.served import ServedRepository, stored_files
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "instance"}
 
@@ -42,16 +43,7 @@ def decoded(response: Any) -> Image.Image:
 
 
 def stored_reader(served: ServedRepository, slide_id: str, client: TestClient) -> Any:
-    record = client.get(f"/api/slides/{slide_id}").json()
-    content = (
-        served.settings.home
-        / "blobs"
-        / "objects"
-        / record["image"]["storage_key"][:2]
-        / record["image"]["storage_key"]
-        / "content"
-    )
-    return open_slide(tuple(content / f["name"] for f in record["image"]["files"]))
+    return open_slide(stored_files(served.settings, slide_id))
 
 
 # Catalogue
@@ -132,6 +124,38 @@ def test_slide_record_is_complete_and_unknown_is_404(
     assert record["slide"]["staining"]["target"] == "FHL2"
     assert record["image"]["width"] == 8192 and record["image"]["vendor"] == "aperio"
     assert_problem(client.get("/api/slides/sb-doesnotexist"), 404, "sb-doesnotexist")
+
+
+def test_the_source_files_checksum_is_for_stewards_only(
+    client: TestClient, served: ServedRepository
+) -> None:
+    # The scanner file's SHA-256 would let anyone holding the identified original find its
+    # de-identified slide: not in what readers get, nor in any entity tag.
+    repository = open_repository(served.settings)
+    try:
+        steward_view = browsing.show_slide(repository, COMMAND_LINE, served.demo_id)["image"]
+    finally:
+        repository.close()
+    source = steward_view["checksum"]
+    assert len(source) == 64 and steward_view["storage_key"]
+    answers = [
+        client.get(f"/api/slides/{served.demo_id}"),
+        client.get(f"/slides/{served.demo_id}"),
+        client.get(f"/api/slides/{served.demo_id}/thumbnail"),
+        client.get(f"/deepzoom/{served.demo_id}.dzi"),
+        client.get(f"/deepzoom/{served.demo_id}_files/8/0_0.jpeg"),
+        client.get(f"/iiif/3/{served.demo_id}/full/64,/0/default.jpg"),
+    ]
+    for answer in answers:
+        assert answer.status_code == 200, answer.url
+        assert source[:16] not in answer.headers.get("etag", ""), answer.url
+        if answer.headers["content-type"].startswith(("application/json", "text/")):
+            assert source[:16] not in answer.text, answer.url
+    record = answers[0].json()["image"]
+    assert "checksum" not in record and "storage_key" not in record
+    # The entity tags still name the content: the same tile, the same tag.
+    again = client.get(f"/deepzoom/{served.demo_id}_files/8/0_0.jpeg")
+    assert again.headers["etag"] == answers[4].headers["etag"]
 
 
 def test_openapi_documents_the_routes(client: TestClient) -> None:

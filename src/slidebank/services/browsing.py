@@ -98,10 +98,20 @@ def show_case(
         return case_record(case, queries.observations_of_case(session, case))
 
 
+# The source file's SHA-256, and the storage key made from it, name the scanner file: anyone
+# holding the identified original could find its de-identified slide by them. For the
+# dataset's stewards only (duplicates and stored objects are their business).
+STEWARDS_ONLY = ("checksum", "storage_key")
+
+
 def show_slide(repository: Repository, principal: Principal, public_id: str) -> dict[str, Any]:
     with repository.catalogue.reading() as session:
         image = _readable_image(session, principal, public_id, Action.READ_METADATA)
-        return slide_record(image, queries.observations_of(session, image))
+        record = slide_record(image, queries.observations_of(session, image))
+        if not decide(principal, Action.CURATE, gate_of(image.slide.dataset)).allowed:
+            for name in STEWARDS_ONLY:
+                del record["image"][name]
+        return record
 
 
 def list_datasets(repository: Repository) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ Decoded pixels go to one shared tile cache, so their memory is bounded once for 
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -28,7 +29,9 @@ class ServedSlide:
     """An open slide and what serving needs to know about it without asking the catalogue."""
 
     public_id: str
-    checksum: str
+    content_tag: str
+    """Names what is stored, for entity tags: a digest of the stored files' SHA-256, not the
+    source's checksum (which would let anyone holding the scanner file find its slide)."""
     dataset_id: int
     reader: SlideReader
     deepzoom: DeepZoom
@@ -38,6 +41,12 @@ class ServedSlide:
     stored_levels: int = 1
     users: int = field(default=0, repr=False)
     retired: bool = field(default=False, repr=False)
+
+
+def content_tag(file_digests: list[str]) -> str:
+    """24 hex digits that change whenever a stored file does (``slidebank pyramid`` adds
+    files: their tiles may then come from other levels)."""
+    return hashlib.sha256(" ".join(file_digests).encode()).hexdigest()[:24]
 
 
 class OpenSlides:
@@ -141,9 +150,10 @@ class OpenSlides:
     def _open(self, public_id: str) -> ServedSlide:
         with self.repository.catalogue.reading() as session:
             image = queries.image_by_public_id(session, public_id)
-            key, checksum = image.storage_key, image.checksum
+            key = image.storage_key
             dataset_id = image.slide.dataset_id
             names = [stored["name"] for stored in image.files]
+            tag = content_tag([stored["sha256"] for stored in image.files])
             backend = image.backend
         content = self.repository.store.content_dir(key)
         reader = open_slide(
@@ -161,7 +171,7 @@ class OpenSlides:
             raise
         return ServedSlide(
             public_id=public_id,
-            checksum=checksum,
+            content_tag=tag,
             dataset_id=dataset_id,
             reader=reader,
             deepzoom=zoom,

@@ -1,7 +1,7 @@
 """Use cases of serving pixels: DeepZoom and IIIF tiles, regions, associated images.
 
-Every answer is immutable (a slide's content is addressed by its checksum), so each carries
-an entity tag made from the checksum and the request; the web layer answers conditional
+Every answer is immutable (what is stored never changes but by adding files), so each carries
+an entity tag made from the stored files' digest and the request; the web layer answers conditional
 requests from the tag alone. Work is split in two: ``stored_*`` functions only pass stored
 bytes through (no decoding, safe to call on the event loop) and return None when the
 request needs rendering, which the ``rendered_*`` functions then do.
@@ -52,7 +52,7 @@ def entity_tag(slide: ServedSlide, options: ServingOptions, *request: object) ->
     ``slidebank pyramid`` change what some regions are rendered from)."""
     detail = "/".join(str(part) for part in request)
     digest = hashlib.blake2b(detail.encode(), digest_size=8).hexdigest()
-    return f'"{slide.checksum[:24]}-{_version(slide, options)}-{digest}"'
+    return f'"{slide.content_tag}-{_version(slide, options)}-{digest}"'
 
 
 def _version(slide: ServedSlide, options: ServingOptions) -> str:
@@ -70,7 +70,7 @@ def deepzoom_tag(
     slide: ServedSlide, options: ServingOptions, level: int, column: int, row: int, fmt: ImageFormat
 ) -> str:
     """The entity tag of a DeepZoom tile, without hashing (this is the hot path)."""
-    return f'"{slide.checksum[:24]}-{_version(slide, options)}-dz{level}-{column}-{row}-{fmt}"'
+    return f'"{slide.content_tag}-{_version(slide, options)}-dz{level}-{column}-{row}-{fmt}"'
 
 
 def stored_deepzoom_tile(slide: ServedSlide, where: tuple[int, int, int]) -> Picture | None:
