@@ -4,7 +4,10 @@ stored tiles are passed through."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -269,3 +272,194 @@ def test_overview_is_stored_only_when_asked_and_the_label_never(
         assert len(set(numbers)) == len(numbers)  # each instance numbered apart
     finally:
         repository.close()
+
+
+# Dates under SLIDEBANK_DATES=shift, on the real files. The shift of a case is 1 to 10 years
+# (slidebank.deid.pseudonyms.SHIFT_DAYS).
+SHIFT_DAYS = range(365, 3651)
+EPOCH = dt.date(1970, 1, 1)
+SVS_AND_NDPI = ["aperio/CMU-1-Small-Region.svs", "hamamatsu/test3-DAPI-2-(387).ndpi"]
+
+
+def _dates_and_times(folder: Path) -> list[tuple[str, str, str, str]]:
+    """(file, keyword, VR, value) of every date, date-time and time stored, at any depth."""
+    found = []
+    for path in sorted((folder / "content").iterdir()):
+        dataset = pydicom.dcmread(path, stop_before_pixels=True)
+        for element in dataset.iterall():
+            if element.VR in ("DA", "DT", "TM"):
+                found.append((path.name, element.keyword, element.VR, str(element.value or "")))
+    assert found
+    return found
+
+
+def _day(value: str) -> dt.date:
+    return dt.datetime.strptime(value[:8], "%Y%m%d").date()
+
+
+def _shift_repository(tmp_path: Path, dates: str = "shift") -> Repository:
+    return open_repository(Settings(home=tmp_path / "home", dates=dates))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("relative", SVS_AND_NDPI)
+def test_shift_moves_no_date_a_converted_slide_did_not_get_from_its_source(
+    tmp_path: Path, slides_dir: Path, relative: str
+) -> None:
+    """SVS and NDPI sources carry no date into the conversion: wsidicom writes its epoch
+    placeholder (and the conversion moment). Shifted, the epoch would publish the case's
+    shift; every date and time is the fixed dummy instead, under shift as under remove."""
+    repository = _shift_repository(tmp_path)
+    try:
+        _, folder = _stored(repository, _ingest_one(repository, [slides_dir / relative]))
+    finally:
+        repository.close()
+    for name, keyword, vr, value in _dates_and_times(folder):
+        if value and vr != "TM":
+            assert (EPOCH - _day(value)).days not in SHIFT_DAYS, f"{name}: {keyword} {value}"
+        expected = {"DA": "19000101", "DT": "19000101000000", "TM": "000000.000000"}[vr]
+        assert value in ("", expected), f"{name}: {keyword} = {value}"
+    report = json.loads((folder / "deid" / "report.json").read_text())
+    assert report["dicom_profile"]["shifted_dates"] == []
+    for path in (folder / "content").iterdir():
+        codes = pydicom.dcmread(path, stop_before_pixels=True).DeidentificationMethodCodeSequence
+        assert [item.CodeValue for item in codes] == ["113100"]  # no shifted-dates option
+
+
+def test_a_case_s_shift_cannot_be_read_off_its_converted_slide(
+    tmp_path: Path, cmu_small: Path, wg26_files: tuple[Path, ...]
+) -> None:
+    """The attack of the review: an SVS and a DICOM slide of one case share its shift; the
+    SVS's stored dates must not give the shift, or the DICOM's real scan date comes back."""
+    folder_name = wg26_files[0].parent.name
+    sidecar = tmp_path / "sidecar.csv"
+    sidecar.write_text(
+        "file,case,slide\n"
+        f"{cmu_small.name},H-2024-0042,H-2024-0042-A1\n"
+        f"{folder_name},H-2024-0042,H-2024-0042-B1\n"
+    )
+    repository = _shift_repository(tmp_path)
+    try:
+        report = ingest_paths(repository, [cmu_small, wg26_files[0].parent], sidecar_path=sidecar)
+        assert [o.status for o in report.outcomes] == ["ingested", "ingested"]
+        svs_id, wg26_id = (o.id or "" for o in report.outcomes)
+        _, svs = _stored(repository, svs_id)
+        _, wg26 = _stored(repository, wg26_id)
+    finally:
+        repository.close()
+    acquired = {v for _, k, _, v in _dates_and_times(wg26) if k == "AcquisitionDateTime"}
+    assert len(acquired) == 1
+    shift = dt.date(2012, 3, 27) - _day(acquired.pop())  # the scan was on 2012-03-27
+    assert shift.days in SHIFT_DAYS
+    for name, keyword, vr, value in _dates_and_times(svs):
+        if value and vr != "TM":
+            assert _day(value) + shift != EPOCH, f"{name}: {keyword} {value} gives the shift"
+
+
+@pytest.mark.parametrize(
+    ("relative", "source_time"),
+    [("dicom/WG26-BPAEC-partial", "165454"), ("synthetic/boxes-dicom", "095915")],
+)
+def test_a_shifted_date_time_keeps_no_time_of_day(
+    tmp_path: Path, slides_dir: Path, relative: str, source_time: str
+) -> None:
+    """WG26 was scanned at 2012-03-27 16:54:54+0200, boxes-dicom at 2009-12-29 09:59:15:
+    stored, AcquisitionDateTime is the shifted date alone (no time, no offset), and no time
+    of day survives in a TM either."""
+    source = slides_dir / relative
+    files = sorted(p for p in source.iterdir() if p.name != "readme.txt")
+    scanned = {
+        _day(str(pydicom.dcmread(p, stop_before_pixels=True).AcquisitionDateTime)) for p in files
+    }
+    repository = _shift_repository(tmp_path)
+    try:
+        _, folder = _stored(repository, _ingest_one(repository, [source]))
+    finally:
+        repository.close()
+    stored = _dates_and_times(folder)
+    for name, keyword, vr, value in stored:
+        assert source_time not in value, f"{name}: {keyword} = {value} keeps the time of day"
+        if vr == "DT" and value:
+            assert re.fullmatch(r"[0-9]{8}", value), f"{name}: {keyword} = {value}"
+        if vr == "TM":
+            assert value in ("", "000000"), f"{name}: {keyword} = {value}"
+    acquired = {_day(v) for _, k, _, v in stored if k == "AcquisitionDateTime"}
+    assert len(scanned) == len(acquired) == 1
+    assert (scanned.pop() - acquired.pop()).days in SHIFT_DAYS
+
+
+@pytest.mark.parametrize("dates", ["remove", "shift"])
+@pytest.mark.parametrize("relative", SVS_AND_NDPI)
+def test_content_date_and_time_are_not_the_moment_of_ingest(
+    tmp_path: Path, slides_dir: Path, relative: str, dates: str
+) -> None:
+    """wsidicom sets ContentDate and ContentTime when it writes each file, close to the scan
+    when slides are ingested as they are scanned: they are the fixed dummies instead."""
+    today = {dt.date.today(), dt.datetime.now(dt.UTC).date()}
+    repository = _shift_repository(tmp_path, dates)
+    try:
+        _, folder = _stored(repository, _ingest_one(repository, [slides_dir / relative]))
+    finally:
+        repository.close()
+    for path in sorted((folder / "content").iterdir()):
+        dataset = pydicom.dcmread(path, stop_before_pixels=True)
+        assert _day(dataset.ContentDate) not in today, path.name
+        assert dataset.ContentDate == "19000101", path.name
+        assert dataset.ContentTime == "000000.000000", path.name
+    # the files were changed in place: they still open, every frame where it was
+    with open_slide(tuple(sorted((folder / "content").iterdir()))) as stored:
+        assert stored.read_raw_tile(0, 0, 0) is not None
+
+
+def test_each_new_date_spelling_planted_in_a_stored_copy_is_found(
+    tmp_path: Path, slides_dir: Path, cmu_small: Path, wg26_files: tuple[Path, ...]
+) -> None:
+    """`deid verify` finds each identifying date and time in the spellings vendors and people
+    use, while the real slides stored from the same sources verify clean (the scan covers
+    their compressed frames too)."""
+    from slidebank.services import deidentification
+
+    ndpi = slides_dir / "hamamatsu" / "test3-DAPI-2-(387).ndpi"
+    planted = {
+        cmu_small: {
+            b"29/12/2009": "aperio.Date",
+            b"Dec 29 2009": "aperio.Date",
+            b"29-DEC-2009": "aperio.Date",
+            b"29.12.09": "aperio.Date",
+            b"09:59": "aperio.Time",
+        },
+        ndpi: {b"07/02/2017": "tiff.DateTime", b"07-Feb-2017": "tiff.DateTime"},
+        wg26_files[0].parent: {
+            b"20120327": "AcquisitionDateTime",
+            b"165454": "AcquisitionDateTime",
+            b"16:54": "AcquisitionDateTime",
+        },
+    }
+    repository = open_repository(Settings(home=tmp_path / "home"))
+    try:
+        report = ingest_paths(repository, list(planted))
+        assert [o.status for o in report.outcomes] == ["ingested"] * 3, report.outcomes
+        ids = [o.id or "" for o in report.outcomes]
+        checks = deidentification.verify_slides(repository, COMMAND_LINE, ids)
+        assert [c.passed for c in checks] == [True, True, True]
+
+        expected = {}
+        for public_id, spellings in zip(ids, planted.values(), strict=True):
+            _, folder = _stored(repository, public_id)
+            content = folder / "content"
+            copy = content / "planted.dcm"
+            shutil.copyfile(sorted(content.iterdir())[0], copy)
+            with copy.open("ab") as out:
+                for spelling, field in spellings.items():
+                    offset = out.tell() + 1
+                    out.write(b" " + spelling + b" ")
+                    expected[(public_id, offset)] = field
+        found = {
+            (check.id, finding.offset): finding.field
+            for check in deidentification.verify_slides(repository, COMMAND_LINE, ids)
+            for finding in (check.verification.findings if check.verification else [])
+            if finding.file == "planted.dcm"
+        }
+    finally:
+        repository.close()
+    missing = {key: field for key, field in expected.items() if found.get(key) != field}
+    assert not missing

@@ -4,8 +4,10 @@ Scanner files go through wsidicomizer (stored JPEG tiles of SVS, NDPI and Philip
 passed through; other sources are transcoded at the configured quality) without the label,
 without the overview unless asked, and without the confidential metadata it would carry
 over; our pseudonyms replace the identifiers and the Basic Profile runs on every dataset it
-writes. DICOM sources keep their frames byte for byte: each instance's header goes through
-the same profile and its pixel data is copied after it.
+writes (none of its dates is the source's, so none is shifted), and the moment wsidicom
+stamps on each file is overwritten with the profile's dummies. DICOM sources keep their
+frames byte for byte: each instance's header goes through the same profile and its pixel
+data is copied after it.
 """
 
 from __future__ import annotations
@@ -23,8 +25,16 @@ from typing import Any
 import pydicom
 import pydicom.config
 from pydicom import Dataset, FileMetaDataset
+from pydicom.dataelem import RawDataElement
+from pydicom.tag import Tag
 
-from slidebank.deid.profile import ProfileReport, Pseudonyms, deidentify_dataset
+from slidebank.deid.profile import (
+    DUMMIES,
+    DUMMY_TIME_FRACTION,
+    ProfileReport,
+    Pseudonyms,
+    deidentify_dataset,
+)
 from slidebank.deid.pseudonyms import Pseudonymizer
 from slidebank.errors import CorruptSlide, UnsupportedFormat
 from slidebank.slides.sniff import is_dicom
@@ -168,7 +178,9 @@ def _dicomize(
 
     def post_process(dataset: Dataset, metadata: Any) -> Dataset:
         # UIDs are new already (wsidicomizer makes them); replacing them here would break
-        # the links it writes between instances.
+        # the links it writes between instances. No date or time here is the source's
+        # (include_confidential=False withholds them; AcquisitionDateTime is wsidicom's
+        # epoch placeholder): none is shifted, whatever the date policy.
         report.merge(
             deidentify_dataset(
                 dataset,
@@ -176,6 +188,7 @@ def _dicomize(
                 pseudonymizer,
                 replace_uids=False,
                 known_values=options.known_values,
+                dates_from_source=False,
             )
         )
         return dataset
@@ -214,6 +227,8 @@ def _dicomize(
                         chunk_size=_chunk_size(wsi) if through else None,
                         keep_overview=options.keep_overview,
                     )
+                for name in written:
+                    _replace_content_datetime(Path(name), report)
         except Exception as exc:  # each source refuses in its own way; the next may read it
             errors.append(f"{source}: {exc}")
             _empty(target)
@@ -276,6 +291,47 @@ def _save(
         for group in wsi.overviews:
             write_group(group)
     return written
+
+
+def _replace_content_datetime(path: Path, report: ProfileReport) -> None:
+    """Put the dummy ContentDate and ContentTime into a file wsidicom has written.
+
+    wsidicom sets both to the moment it writes each file (``WsiDicomWriter.write_header``
+    passes ``datetime.now()`` to ``WsiDicomIO.write_dataset``), after our post-processor
+    has run, and ``wsidicom.metadata`` has no content date-time to give it instead. That
+    moment is the ingest's, close to the scan's when slides are ingested as they are
+    scanned, so it follows the date policy: both are type 1 in the VL WSI IOD (Multi-frame
+    Functional Groups Module), so they get the profile's fixed dummy (PS3.15 action D) under
+    either policy (shifting it would publish the shift: the ingest time is in the
+    catalogue). The values are overwritten where they lie, with dummies as long as what
+    wsidicom writes (8 and 14 bytes), so nothing else in the file moves: the pixel data and
+    its offset tables stay as written. A value too short for the dummy fails this source's
+    conversion, naming the file and the attribute."""
+    replacements = {
+        Tag("ContentDate"): str(DUMMIES["DA"]),
+        # The same form as wsidicom's (HHMMSS.FFFFFF): the whole time of day is zeros.
+        Tag("ContentTime"): DUMMY_TIME_FRACTION,
+    }
+    with path.open("r+b") as file:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset = pydicom.dcmread(
+                file, stop_before_pixels=True, specific_tags=list(replacements)
+            )
+        for tag, value in replacements.items():
+            if tag not in dataset:
+                continue  # nothing of the moment was written
+            raw = dataset.get_item(tag)
+            encoded = value.encode("ascii")
+            if not isinstance(raw, RawDataElement) or len(encoded) > raw.length:
+                raise UnsupportedFormat(
+                    f"{path.name}: cannot replace {dataset[tag].keyword} in place (the value "
+                    f"written is not a plain element of at least {len(encoded)} bytes)"
+                )
+            # Trailing spaces pad DA and TM values to their length (PS3.5 6.2).
+            file.seek(raw.value_tell)
+            file.write(encoded.ljust(raw.length, b" "))
+            report.replaced.add(dataset[tag].keyword)
 
 
 def _passes_through(wsi: Any) -> bool:

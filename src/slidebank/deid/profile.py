@@ -46,8 +46,17 @@ DUMMIES: dict[str, Any] = {
     "IS": "0",
     "DS": "0",
 }
+# ContentTime as wsidicom writes it (HHMMSS.FFFFFF), the dummy time of a converted slide.
+DUMMY_TIME_FRACTION = "000000.000000"
+# Every value the profile and the conversion write in place of a real one: in every stored
+# slide, so the byte check cannot look for them (a source de-identified before holds them).
+WRITTEN_DUMMIES = (*(str(value) for value in DUMMIES.values()), DUMMY_TIME_FRACTION)
 # Attributes the WSI IOD requires (type 1: a value; type 2: present, maybe empty) that the
-# profile would remove: they stay, with a dummy value or empty.
+# profile would remove or empty: they stay, with a dummy value (PS3.15 action D) or empty (Z).
+# AcquisitionDateTime is type 1 in the Whole Slide Microscopy Image Module (PS3.3 C.8.12.4);
+# ContentDate and ContentTime are type 1 in the Multi-frame Functional Groups Module
+# (C.7.6.16), which the VL WSI IOD includes. The dummies (DUMMIES: 19000101, 000000) are the
+# same for every slide and either date policy, so they say nothing about a case's shift.
 REQUIRED_VALUE = {"AcquisitionDateTime", "ContentDate", "ContentTime"}
 REQUIRED_PRESENT = {
     "AcquisitionContextSequence",
@@ -58,6 +67,12 @@ REQUIRED_PRESENT = {
     "PatientBirthDate",
     "PatientSex",
 }
+# Dates that are placeholders, never a scan: the Unix epoch (wsidicom writes it when the
+# source's date is withheld: 1970-01-01 in UTC, 1969-12-31 in a zone west of it) and the
+# dummy date above (a slide de-identified before). Shifting one would publish the shift
+# itself, and with it the real dates of the case's other slides; they are treated as if
+# the policy were "remove". Birth dates are exempt: people are born on those days.
+PLACEHOLDER_DATES = {"19700101", "19691231", DUMMIES["DA"]}
 # Codes of PS3.16 CID 7050 "De-identification Method".
 BASIC_PROFILE_CODE = ("113100", "Basic Application Confidentiality Profile")
 MODIFIED_DATES_CODE = ("113107", "Retain Longitudinal Temporal Information Modified Dates Option")
@@ -151,16 +166,25 @@ def deidentify_dataset(
     *,
     replace_uids: bool = True,
     known_values: ValuesSequence[str] = (),
+    dates_from_source: bool = True,
 ) -> ProfileReport:
     """Apply the profile to ``dataset`` in place (its file meta too) and return what changed.
 
     Text attributes the profile keeps but that contain one of ``known_values`` (identifying
     values of this source, e.g. an institution named inside a model name) are replaced too,
-    in the spirit of the profile's Clean Descriptors Option."""
+    in the spirit of the profile's Clean Descriptors Option.
+
+    ``dates_from_source=False`` says the dataset's dates and times were not taken from the
+    source (wsidicomizer's output, which carries none over: what it writes is a placeholder
+    or the moment of conversion). None of them is shifted, whatever the date policy: every
+    date, date-time and time is removed (PS3.15 action X), or, where the WSI IOD requires
+    it, emptied (Z) or set to the fixed dummy (D). Shifting a value that did not come from
+    the source would publish the shift."""
     report = ProfileReport()
     needles = [value.casefold() for value in known_values if len(value) >= 5]
     actions = profile_actions()
     pseudonyms = _identify(names)
+    shift = names.date_shift if dates_from_source else None
 
     def uid(value: str) -> str:
         return pseudonymizer.uid(value)
@@ -172,7 +196,17 @@ def deidentify_dataset(
             if element.VR == "SQ":
                 for item in element.value or ():
                     visit(item)
-            _apply(ds, element, actions, pseudonyms, names, uid, replace_uids, report)
+            _apply(
+                ds,
+                element,
+                actions,
+                pseudonyms,
+                uid,
+                replace_uids,
+                report,
+                shift=shift,
+                dates_from_source=dates_from_source,
+            )
             if element.tag in ds and element.VR in TEXT_VRS:
                 _clean(element, needles, report)
         for element in list(ds):
@@ -185,7 +219,7 @@ def deidentify_dataset(
     meta = getattr(dataset, "file_meta", None)
     if meta is not None and replace_uids and "MediaStorageSOPInstanceUID" in meta:
         meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
-    _mark_deidentified(dataset, names)
+    _mark_deidentified(dataset, shifted=shift is not None)
     return report
 
 
@@ -194,10 +228,12 @@ def _apply(
     element: DataElement,
     actions: dict[BaseTag, Action],
     pseudonyms: dict[str, str],
-    names: Pseudonyms,
     uid: Callable[[str], str],
     replace_uids: bool,
     report: ProfileReport,
+    *,
+    shift: dt.timedelta | None,
+    dates_from_source: bool,
 ) -> None:
     keyword = element.keyword or str(element.tag)
     if keyword in pseudonyms:
@@ -206,14 +242,22 @@ def _apply(
             report.replaced.add(keyword)
         return
     action = actions.get(element.tag)
+    if element.VR in DATE_VRS and not dates_from_source:
+        action = "remove"  # not the source's: nothing to keep or shift (then type 1/2 below)
     if action is None:
         return
-    if action == "remove" and keyword in REQUIRED_VALUE:
+    if action in ("remove", "empty") and keyword in REQUIRED_VALUE:
         action = "dummy"
     elif action == "remove" and keyword in REQUIRED_PRESENT:
         action = "empty"
-    if element.VR in DATE_VRS and names.date_shift is not None and action != "remove":
-        shifted = _shift(element.value, element.VR, names.date_shift)
+    if (
+        element.VR in DATE_VRS
+        and element.VR != "TM"  # a time of day alone is never kept: the action applies
+        and shift is not None
+        and action != "remove"
+        and not _placeholder(keyword, element.value)
+    ):
+        shifted = _shift(element.value, shift)
         if shifted != element.value:
             element.value = shifted
             report.shifted.add(keyword)
@@ -250,29 +294,36 @@ def _clean(element: DataElement, needles: list[str], report: ProfileReport) -> N
         report.cleaned.add(element.keyword or str(element.tag))
 
 
-def _shift(value: Any, vr: str, shift: dt.timedelta) -> Any:
-    """Dates and date-times move back by ``shift``; a time of day alone is emptied (with
-    the date gone it would only narrow down when the scan was made)."""
+def _placeholder(keyword: str, value: Any) -> bool:
+    """Whether a date or date-time is a known placeholder (``PLACEHOLDER_DATES``) rather
+    than a moment of the source (a birth date never is)."""
+    if value in (None, "") or "Birth" in keyword:
+        return False
+    return str(value).strip()[:8] in PLACEHOLDER_DATES
+
+
+def _shift(value: Any, shift: dt.timedelta) -> Any:
+    """Dates move back by ``shift``; a date-time keeps only its shifted date (a DT value of
+    day precision, PS3.5 6.2): its time of day and offset from UTC are dropped, as a time of
+    day alone is (with the date shifted, the time would still narrow down the scan). A value
+    that does not read as a date is removed (None)."""
     if value in (None, ""):
         return value
-    text = str(value)
-    if vr == "TM":
-        return None
     try:
-        if vr == "DA":
-            day = dt.datetime.strptime(text[:8], "%Y%m%d")
-            return (day - shift).strftime("%Y%m%d")
-        moment = dt.datetime.strptime(text[:14].ljust(14, "0"), "%Y%m%d%H%M%S")
-        return (moment - shift).strftime("%Y%m%d%H%M%S")
+        day = dt.datetime.strptime(str(value).strip()[:8], "%Y%m%d")
     except ValueError:
         return None
+    return (day - shift).strftime("%Y%m%d")
 
 
-def _mark_deidentified(dataset: Dataset, names: Pseudonyms) -> None:
+def _mark_deidentified(dataset: Dataset, *, shifted: bool) -> None:
     dataset.PatientIdentityRemoved = "YES"
-    method = "Slidebank: DICOM PS3.15 Basic Profile, keyed pseudonyms"
+    # An LO value: at most 64 characters, with the option's words.
+    method = "Slidebank: PS3.15 Basic Profile, keyed pseudonyms"
     codes = [BASIC_PROFILE_CODE]
-    if names.date_shift is not None:
+    # Only where this dataset's dates could be shifted: a converted slide's dates are
+    # removed whatever the policy, and claiming the option there would be untrue.
+    if shifted:
         method += ", dates shifted"
         codes.append(MODIFIED_DATES_CODE)
     dataset.DeidentificationMethod = method

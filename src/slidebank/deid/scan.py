@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from slidebank.deid.identifiers import IdentifyingValue
+from slidebank.deid.profile import WRITTEN_DUMMIES
 
 CHUNK_BYTES = 8 * 1024 * 1024
 ENCODINGS = ("ascii", "utf-16-le", "utf-16-be")
@@ -39,10 +41,49 @@ class Finding:
 
 
 BOUNDED_DIGITS = 7
+# Before a time of day (HHMMSS) in a DICOM DT: a date of 1900-2099 (YYYYMMDD).
+DT_DATE = rb"(?:19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])"
 
 
 def _short_number(value: str) -> bool:
     return value.isdigit() and len(value) <= BOUNDED_DIGITS
+
+
+def _clock(value: str) -> bool:
+    """A time of day with colons (09:59, 09:59:15)."""
+    return re.fullmatch(r"[0-9]{1,2}:[0-9]{2}(?::[0-9]{2})?", value) is not None
+
+
+def _time_digits(value: str) -> bool:
+    """A time of day as DICOM writes it (HHMMSS)."""
+    return (
+        len(value) == 6
+        and value.isdigit()
+        and int(value[:2]) < 24
+        and int(value[2:4]) < 60
+        and int(value[4:]) < 60
+    )
+
+
+def _bound(value: str) -> bytes | None:
+    """The bytes that must stand before and after an ASCII value for it to count: a short
+    number or a time is found on its own, not inside a longer run of digits (or of digits
+    and colons)."""
+    if _short_number(value):
+        return b"[^0-9]"
+    if _clock(value):
+        return b"[^0-9:]"
+    return None
+
+
+def _written_by_us(value: str) -> bool:
+    """Whether the scan would find ``value`` in the dummies the profile writes into every
+    stored slide (19000101, 000000, REMOVED…): a source de-identified before holds them as
+    its values, and finding them proves nothing but fails every such ingest. A bounded
+    value counts only as a whole run of digits of a dummy, as the scan would find it."""
+    if _bound(value) is not None:
+        return any(value in re.findall(r"[0-9:]+", dummy) for dummy in WRITTEN_DUMMIES)
+    return any(value.casefold() in dummy.casefold() for dummy in WRITTEN_DUMMIES)
 
 
 class ValueScanner:
@@ -55,6 +96,8 @@ class ValueScanner:
         self._patterns: list[tuple[IdentifyingValue, str]] = []
         expressions = []
         for value in values:
+            if _written_by_us(value.value):
+                continue
             for encoding in ENCODINGS:
                 try:
                     raw = value.value.encode(encoding)
@@ -64,14 +107,20 @@ class ValueScanner:
                     continue
                 # Hex escapes make every byte a literal, whatever it is.
                 literal = b"".join(b"\\x%02x" % byte for byte in raw)
-                if encoding == "ascii" and _short_number(value.value):
-                    # A time (095915) or a serial number is found on its own, not inside a
-                    # longer run of digits: random UIDs (2.25.<39 digits>) hold every
-                    # six-digit string now and then. Dates (8 digits) stay unbounded, so a
-                    # date-time run (20091229095915) is still found by its date.
-                    literal = b"[^0-9]" + literal + b"[^0-9]"
+                bound = _bound(value.value) if encoding == "ascii" else None
+                if bound is not None:
+                    # A time (095915, 09:59) or a serial number is found on its own, not
+                    # inside a longer run of digits: random UIDs (2.25.<39 digits>) hold
+                    # every six-digit string now and then. Dates (8 digits) stay unbounded,
+                    # so a date-time run (20091229095915) is still found by its date.
+                    literal = bound + literal + bound
                 expressions.append(literal)
                 self._patterns.append((value, encoding))
+                if encoding == "ascii" and _time_digits(value.value):
+                    # The time of day inside a DICOM DT whatever its date: a DT whose date
+                    # was shifted or replaced still gives the source's time away.
+                    expressions.append(DT_DATE + literal[len(bound or b"") :])
+                    self._patterns.append((value, encoding))
         self._database = None
         if expressions:
             database = hyperscan.Database(mode=hyperscan.HS_MODE_STREAM)
@@ -102,8 +151,8 @@ class ValueScanner:
                 if encoding != "ascii"
                 else len(value.value.encode("utf-8"))
             )
-            if encoding == "ascii" and _short_number(value.value):
-                length += 1  # the bounding non-digit after the value
+            if encoding == "ascii" and _bound(value.value) is not None:
+                length += 1  # the bounding byte after the value
             findings.append(Finding(name, end - length, value.field, encoding))
 
         with contextlib.ExitStack() as stack:
