@@ -1,11 +1,16 @@
 """De-identify step: convert the source into de-identified DICOM in staging, check every
 written byte against the source's identifying values, and keep the report and the sealed
-values beside the slide. A failed check fails the ingest: nothing is stored."""
+values beside the slide. A failed check fails the ingest: nothing is stored.
+
+Before any of that (before the slide is even hashed), ``check_sidecar_text`` refuses a slide
+whose sidecar text repeats one of those values: the text is stored as written."""
 
 from __future__ import annotations
 
 import dataclasses
+import unicodedata
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +32,20 @@ from slidebank.slides.reader import SlideReader
 from slidebank.slides.sniff import is_dicom
 from slidebank.storage import Staging
 
-__all__ = ["Deidentified", "convert", "deidentify", "pseudonyms_for", "source_values"]
+__all__ = [
+    "Deidentified",
+    "check_sidecar_text",
+    "convert",
+    "deidentify",
+    "pseudonyms_for",
+    "source_values",
+]
+
+# Sidecar identifiers looked for in sidecar text only when they hold a digit: one made of
+# letters alone ('liver', 'colon-left') names the part, and the same word in the text (an
+# anatomical site 'Liver', a finding 'liver necrosis') is vocabulary. Case identifiers are
+# always looked for.
+_PART_IDENTIFIERS = ("sidecar specimen", "sidecar block", "sidecar slide")
 
 
 @dataclass(frozen=True)
@@ -47,9 +65,12 @@ def deidentify(
     key: bytes,
     entry: SlideEntry | None,
     checksum: str,
+    found: list[IdentifyingValue] | None = None,
 ) -> Deidentified:
+    """``found``: ``source_values(source, reader, entry)`` when the caller has them already."""
     pseudonymizer = Pseudonymizer(key)
-    found = source_values(source, reader, entry)
+    if found is None:
+        found = source_values(source, reader, entry)
     names = pseudonyms_for(pseudonymizer, settings, entry, checksum)
     scanned = identifiers.spellings(found)
     options = ConversionOptions(
@@ -110,6 +131,66 @@ def source_values(
             if value:
                 found.append(IdentifyingValue(f"sidecar {name}", value))
     return found
+
+
+def check_sidecar_text(
+    fields: Iterable[tuple[str, str]], found: Iterable[IdentifyingValue], sidecar: Path
+) -> None:
+    """Refuse a slide whose sidecar text repeats one of its identifying values.
+
+    ``fields`` are the sidecar's texts for the slide, by field name (``Sidecar.text_fields``:
+    observations, descriptive fields, dataset fields), which are stored and served as
+    written; ``found`` are the slide's identifying values (``source_values``: file names,
+    vendor fields, DICOM attributes, the sidecar's case, specimen, block and slide). Each
+    value is looked for in the spellings the byte check uses (``identifiers.spellings``:
+    dates and times spelled every way, values under 5 characters left out), in any case,
+    after Unicode compatibility folding. A match raises ``InvalidInput`` naming the field
+    and the kind of value (never the value), before anything is stored. The steward's text
+    is refused, not rewritten.
+
+    Applies to the ``dicom`` stored form only: with ``original`` the repository keeps the
+    source and the sidecar as given (de-identified elsewhere: the vendor fields stay in the
+    catalogue and the files, the sidecar's identifiers are stored as written), so repeating
+    them in the text would reveal nothing the record does not hold already.
+    """
+    looked_for = [
+        (_folded(value.value), value.field)
+        for value in identifiers.spellings(
+            value
+            for value in found
+            if value.field not in _PART_IDENTIFIERS or any(c.isdigit() for c in value.value)
+        )
+    ]
+    hits: dict[str, set[str]] = {}
+    for name, text in fields:
+        folded = _folded(text)
+        for needle, kind in looked_for:
+            if needle and needle in folded:
+                hits.setdefault(name, set()).add(_kind_of(kind))
+    if hits:
+        described = "; ".join(
+            f"field {name!r} holds {' and '.join(sorted(kinds))}" for name, kinds in hits.items()
+        )
+        raise InvalidInput(
+            f"{sidecar}: sidecar text repeats an identifying value of the slide ({described}); "
+            "sidecar text is stored as written, so the slide was refused and nothing was stored"
+        )
+
+
+def _folded(text: str) -> str:
+    """Compatibility-folded (full-width letters, ligatures), without invisible format
+    characters (zero-width spaces and joiners), case-folded."""
+    normal = unicodedata.normalize("NFKC", text)
+    return "".join(c for c in normal if unicodedata.category(c) != "Cf").casefold()
+
+
+def _kind_of(field: str) -> str:
+    """What a value is, in words, without the value."""
+    if field.startswith("sidecar "):
+        return f"the sidecar's {field.removeprefix('sidecar ')} identifier"
+    if field in ("file name", "folder name"):
+        return f"the source's {field}"
+    return f"the source's {field} field"
 
 
 def pseudonyms_for(

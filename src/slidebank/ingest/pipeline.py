@@ -20,9 +20,10 @@ from slidebank.catalog.database import Catalogue
 from slidebank.catalog.entries import DatasetEntry, ScanEntry, SlideEntry, StoredFile
 from slidebank.config import Settings
 from slidebank.deid.convert import preload_converter
+from slidebank.deid.identifiers import IdentifyingValue
 from slidebank.deid.pseudonyms import repository_key
 from slidebank.errors import SlidebankError, StorageError, without_location
-from slidebank.ingest.deidentify import deidentify
+from slidebank.ingest.deidentify import check_sidecar_text, deidentify, source_values
 from slidebank.ingest.describe import describe
 from slidebank.ingest.dicom_index import describe_instances
 from slidebank.ingest.discovery import SlideSource
@@ -103,6 +104,7 @@ def _ingest(
         )
     with open_slide(source.files) as reader:
         check_dimensions(reader, source.display)
+        found = _checked_sidecar_text(context, source, reader, entry)
         with store.stage() as staging:
             destination: Destination = "content"
             loader = None
@@ -122,7 +124,9 @@ def _ingest(
             known = _registered(context, checksum)
             if known is not None:
                 return _duplicate(source, known, reader.info.format)
-            entry, scan = _stored_form(context, source, reader, staging, entry, checksum, files)
+            entry, scan = _stored_form(
+                context, source, reader, staging, entry, checksum, files, found
+            )
             store.prepare(staging)
             with store.registration_lock():
                 # Under the lock no other ingest commits or registers, so an object this
@@ -156,6 +160,7 @@ def _stored_form(
     entry: SlideEntry | None,
     checksum: str,
     files: tuple[StoredFile, ...],
+    found: list[IdentifyingValue] | None,
 ) -> tuple[SlideEntry | None, ScanEntry]:
     """Write what is stored beside the content (the de-identified DICOM and its report, or
     nothing more for originals) and describe it: the sidecar entry and the scan to register."""
@@ -163,11 +168,29 @@ def _stored_form(
     if settings.stored_form != "dicom":
         write_thumbnail(reader, staging.thumbnail_path, settings.thumbnail_size)
         return entry, describe(reader, checksum, files, source.display)
-    done = deidentify(source, reader, staging, settings, context.key(), entry, checksum)
+    done = deidentify(source, reader, staging, settings, context.key(), entry, checksum, found)
     with open_slide(tuple(staging.content / f.name for f in done.files)) as stored:
         scan = describe(stored, checksum, done.files, done.names.slide)
         write_thumbnail(stored, staging.thumbnail_path, settings.thumbnail_size)
     return done.entry, _with_source_format(scan, reader)
+
+
+def _checked_sidecar_text(
+    context: IngestContext, source: SlideSource, reader: SlideReader, entry: SlideEntry | None
+) -> list[IdentifyingValue] | None:
+    """Refuse the slide if its sidecar text repeats one of its identifying values, before
+    any byte is hashed or staged (even a duplicate's: the sidecar is wrong either way).
+    Returns those values for the de-identify step; None when there was no text to check.
+
+    Only for the de-identified stored form (``check_sidecar_text`` says why)."""
+    if context.settings.stored_form != "dicom" or context.sidecar is None:
+        return None
+    fields = context.sidecar.text_fields(entry)
+    if not fields:
+        return None
+    found = source_values(source, reader, entry)
+    check_sidecar_text(fields, found, context.sidecar.path)
+    return found
 
 
 def _with_source_format(scan: ScanEntry, source: SlideReader) -> ScanEntry:

@@ -38,6 +38,19 @@ CSV_COLUMNS = (
     "description",
 )
 Text = str | None
+SidecarKind = Literal["csv", "json"]
+
+# Free-text fields of a slide entry besides observations: the entry's attribute, its CSV
+# column (the same name) and its JSON path.
+_DESCRIPTIVE_FIELDS = {
+    "species": "case.species",
+    "anatomical_site": "specimen.anatomical_site",
+    "sampling": "specimen.sampling",
+    "stain_compound": "slide.staining.compound",
+    "stain_target": "slide.staining.target",
+    "stain_method": "slide.staining.method",
+}
+_OBSERVATION_PARTS = ("text", "meaning", "code", "scheme")
 
 
 class _Strict(BaseModel):
@@ -110,6 +123,7 @@ class Sidecar:
     dataset: DatasetModel | None = None
     used: dict[str, str] = field(default_factory=dict)
     """Entry name → the slide it was given to."""
+    kind: SidecarKind = "json"
 
     def entry_for(self, source: str, *names: str) -> SlideEntry | None:
         """The entry for the slide ``source``, found under one of its ``names``.
@@ -130,6 +144,45 @@ class Sidecar:
 
     def unused(self) -> list[str]:
         return sorted(set(self.entries) - set(self.used))
+
+    def text_fields(self, entry: SlideEntry | None) -> list[tuple[str, str]]:
+        """Every text the sidecar gives for one slide, besides its identifiers (case,
+        specimen, block, slide, which ingest replaces by pseudonyms): the dataset's fields,
+        the descriptive fields and every part of every observation. Each comes with its
+        field's name as the sidecar spells it (CSV column, or JSON path as in the errors of
+        ``load_sidecar``); these texts are stored as written."""
+        fields: list[tuple[str, str]] = []
+        if self.dataset is not None:
+            for name in ("title", "version", "licence", "description"):
+                value = getattr(self.dataset, name)
+                if value:
+                    fields.append((f"dataset.{name}", value))
+        if entry is None:
+            return fields
+        csv_names = self.kind == "csv"
+        for name, json_path in _DESCRIPTIVE_FIELDS.items():
+            value = getattr(entry, name)
+            if value:
+                fields.append((name if csv_names else json_path, value))
+        levels = (
+            ("case", entry.case_observations),
+            ("specimen", entry.specimen_observations),
+            ("slide", entry.slide_observations),
+        )
+        for level, observations in levels:
+            for index, observation in enumerate(observations):
+                for part in _OBSERVATION_PARTS:
+                    value = getattr(observation, part)
+                    if not value:
+                        continue
+                    if not csv_names:
+                        name = f"{level}.observations.{index}.{part}"
+                    elif observation.kind == "diagnosis":
+                        name = f"diagnosis_{part}"
+                    else:
+                        name = observation.kind  # the 'finding' or 'description' column
+                    fields.append((name, value))
+        return fields
 
     def dataset_entry(self, short_name: str) -> DatasetEntry:
         given = self.dataset or DatasetModel()
@@ -167,7 +220,7 @@ def _from_json(path: Path, text: str) -> Sidecar:
         model = SidecarModel.model_validate(data)
     except ValidationError as exc:
         raise InvalidInput(f"{path}: {_first_error(exc)}") from exc
-    sidecar = Sidecar(path=path, dataset=model.dataset)
+    sidecar = Sidecar(path=path, dataset=model.dataset, kind="json")
     for index, record in enumerate(model.slides):
         _add(sidecar, record.file, _entry_from_record(record), f"record {index + 1}")
     return sidecar
@@ -183,7 +236,7 @@ def _from_csv(path: Path, text: str) -> Sidecar:
         raise InvalidInput(
             f"{path}: unknown CSV column(s) {', '.join(unknown)}; known: {', '.join(CSV_COLUMNS)}"
         )
-    sidecar = Sidecar(path=path)
+    sidecar = Sidecar(path=path, kind="csv")
     for line, row in enumerate(reader, start=2):
         values = {key.strip(): (value or "").strip() or None for key, value in row.items() if key}
         if None in row:
