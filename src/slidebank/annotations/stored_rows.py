@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import shapely
 
-from slidebank.annotations.model import Annotation, non_finite_in, not_finite
+from slidebank.annotations.model import Annotation, not_finite
 from slidebank.catalog.grid_keys import grid_keys
 from slidebank.errors import InvalidInput
 
@@ -71,7 +71,7 @@ def prepare(batch: Sequence[Annotation]) -> PreparedBatch:
         if found is None:
             try:
                 found = texts[id(value)] = json_text(value)
-            except InvalidInput:
+            except ValueError:
                 bad.append(index)
                 return EMPTY_JSON
         return found
@@ -131,16 +131,9 @@ def rows(
     ]
 
 
-def json_text(value: Mapping[str, Any], what: str = "property") -> str:
-    """``value`` as JSON text; InvalidInput naming the ``what`` (property, measurement)
-    that holds NaN or an infinity, which JSON has no spelling for."""
+def json_text(value: Mapping[str, Any]) -> str:
+    """``value`` as JSON text; ValueError when it holds NaN or an infinity, which JSON has no
+    spelling for (``model.not_finite`` says where)."""
     if not value:
         return EMPTY_JSON
-    try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False)
-    except ValueError:
-        for key, item in value.items():
-            where = non_finite_in(item)
-            if where is not None:
-                raise InvalidInput(f"{what} {key + where!r} is not a finite number") from None
-        raise
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
