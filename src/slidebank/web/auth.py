@@ -20,6 +20,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from fastapi import Request
@@ -28,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from slidebank.access.policy import ANONYMOUS, Principal
 from slidebank.errors import Forbidden, SignInRequired
 from slidebank.services import accounts
+from slidebank.web.single_flight import SingleFlight
 
 if TYPE_CHECKING:
     from slidebank.web.state import AppState
@@ -55,6 +57,9 @@ class CredentialCache:
         self.ttl_s = ttl_s
         self._entries: dict[str, tuple[float, Credential]] = {}
         self._lock = threading.Lock()
+        self.generation = 0
+        """Advanced by every ``clear``: a lookup that began before it is not kept."""
+        self.loads: SingleFlight[str, Credential] = SingleFlight()
 
     def get(self, key: str) -> Credential | None:
         with self._lock:
@@ -63,8 +68,11 @@ class CredentialCache:
             return None
         return entry[1]
 
-    def put(self, key: str, credential: Credential) -> None:
+    def put(self, key: str, credential: Credential, generation: int) -> None:
+        """Keep ``credential``, looked up when ``generation`` was current."""
         with self._lock:
+            if generation != self.generation:
+                return  # a write came in between: the lookup may predate it
             if len(self._entries) >= MAX_CACHED:
                 self._entries.clear()
             self._entries[key] = (time.monotonic() + self.ttl_s, credential)
@@ -72,6 +80,8 @@ class CredentialCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self.generation += 1
+        self.loads.forget()
 
 
 def cache_key(kind: str, secret: str) -> str:
@@ -135,6 +145,12 @@ async def _lookup(state: AppState, kind: str, secret: str) -> Credential:
     cached = state.credentials.get(key)
     if cached is not None:
         return cached
+    # A script's or a viewer's concurrent requests with one credential share one lookup.
+    return await state.credentials.loads.load(key, partial(_load, state, kind, secret, key))
+
+
+async def _load(state: AppState, kind: str, secret: str, key: str) -> Credential:
+    generation = state.credentials.generation
     repository = state.repository
     if kind == "t":
         principal = await run_in_threadpool(accounts.principal_for_token, repository, secret)
@@ -144,7 +160,7 @@ async def _lookup(state: AppState, kind: str, secret: str) -> Credential:
             accounts.principal_for_session, repository, secret
         )
         found = Credential(principal, csrf, secret)
-    state.credentials.put(key, found)
+    state.credentials.put(key, found, generation)
     return found
 
 

@@ -22,6 +22,7 @@ from slidebank.services.open_slides import OpenSlides, ServedSlide
 from slidebank.services.repository import Repository
 from slidebank.services.serving import ServingOptions
 from slidebank.web.auth import SAFE_METHODS, CredentialCache, client_address, credential
+from slidebank.web.single_flight import SingleFlight
 
 OPEN_DATA_KEY = "slidebank.open_data"
 if TYPE_CHECKING:
@@ -44,12 +45,22 @@ class AppState:
     dicom_reads: DicomReads | None = None  # made at the first DICOMweb read
     _gates: dict[int, DatasetGate] = field(default_factory=dict)
     _gates_until: float = 0.0
+    _gates_generation: int = 0  # advanced by every forget_gates
+    _gates_loads: SingleFlight[str, dict[int, DatasetGate]] = field(default_factory=SingleFlight)
 
     async def _fresh_gates(self) -> dict[int, DatasetGate]:
-        if time.monotonic() >= self._gates_until:
-            self._gates = await run_in_threadpool(accounts.gates, self.repository)
+        if time.monotonic() < self._gates_until:
+            return self._gates
+        return await self._gates_loads.load("gates", self._load_gates)
+
+    async def _load_gates(self) -> dict[int, DatasetGate]:
+        generation = self._gates_generation
+        gates = await run_in_threadpool(accounts.gates, self.repository)
+        if generation == self._gates_generation:
+            # No write here since the load began: what it read counts for GATES_TTL_S.
+            self._gates = gates
             self._gates_until = time.monotonic() + GATES_TTL_S
-        return self._gates
+        return gates
 
     async def gate(self, dataset_id: int) -> DatasetGate:
         if time.monotonic() < self._gates_until:  # every tile asks: no coroutine for it
@@ -84,6 +95,8 @@ class AppState:
 
     def forget_gates(self) -> None:
         self._gates_until = 0.0
+        self._gates_generation += 1
+        self._gates_loads.forget()
 
     async def acquire(
         self,
