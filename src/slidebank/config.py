@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     decoded_cache_bytes: int = Field(
         default=64 * 1024 * 1024, ge=0, description="decoded tiles cached, for all slides"
     )
+    telemetry: bool = Field(
+        default=False,
+        description="FastAPI's OpenTelemetry traces, metrics and logs, sent to the providers "
+        "the deployment configures",
+    )
 
     max_stow_bytes: int = Field(
         default=4 * 1024**3,
