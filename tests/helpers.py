@@ -1,10 +1,15 @@
-"""Small helpers for making bad inputs, inspecting a repository and stopping child processes."""
+"""Small helpers for making bad inputs, inspecting a repository, stopping child processes and
+holding calls in flight."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import struct
 import subprocess
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +131,28 @@ def tallied_reads(events: list[dict[str, Any]], actor: str, action: str) -> dict
         if event["actor"] == actor and event["action"] == action:
             counts[event["target"]] = counts.get(event["target"], 0) + event["count"]
     return counts
+
+
+class HeldCalls:
+    """Wraps a real function (to monkeypatch in its place): counts the calls, and each call
+    waits until ``go`` is set before running it. ``go`` is set unless a test clears it to
+    keep calls in flight."""
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        self.calls = 0
+        self.go = threading.Event()
+        self.go.set()
+        self._function = function
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        assert self.go.wait(10), "the test never let the call run"
+        return self._function(*args, **kwargs)
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Wait on the event loop until ``condition()`` holds."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.001)

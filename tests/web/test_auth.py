@@ -4,11 +4,8 @@ lookup that began before a write is not cached."""
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 from fastapi import FastAPI, Request
@@ -19,6 +16,7 @@ from slidebank.services import accounts
 from slidebank.web.app import create_app
 from slidebank.web.auth import credential
 from slidebank.web.state import AppState
+from tests.helpers import HeldCalls, until
 
 
 @dataclass
@@ -26,21 +24,6 @@ class Served:
     app: FastAPI
     state: AppState
     token: str
-
-
-class TokenLookups:
-    """Wraps the real ``accounts.principal_for_token``: counts; each waits for ``go``."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.go = threading.Event()
-        self.go.set()
-        self._real = accounts.principal_for_token
-
-    def __call__(self, repository: Any, token: str) -> Any:
-        self.calls += 1
-        assert self.go.wait(10), "the test never let the lookup finish"
-        return self._real(repository, token)
 
 
 @pytest.fixture
@@ -56,8 +39,8 @@ def served(settings: Settings) -> Iterator[Served]:
 
 
 @pytest.fixture
-def lookups(monkeypatch: pytest.MonkeyPatch) -> TokenLookups:
-    spy = TokenLookups()
+def lookups(monkeypatch: pytest.MonkeyPatch) -> HeldCalls:
+    spy = HeldCalls(accounts.principal_for_token)
     monkeypatch.setattr(accounts, "principal_for_token", spy)
     return spy
 
@@ -75,15 +58,8 @@ def _request(served: Served) -> Request:
     )
 
 
-async def _until(condition: Any) -> None:
-    deadline = time.monotonic() + 10
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.001)
-
-
 def test_concurrent_requests_with_one_token_share_one_lookup(
-    served: Served, lookups: TokenLookups
+    served: Served, lookups: HeldCalls
 ) -> None:
     async def scenario() -> list[str]:
         found = await asyncio.gather(*(credential(_request(served)) for _ in range(16)))
@@ -96,13 +72,13 @@ def test_concurrent_requests_with_one_token_share_one_lookup(
 
 
 def test_a_lookup_that_began_before_a_write_is_not_cached(
-    served: Served, lookups: TokenLookups
+    served: Served, lookups: HeldCalls
 ) -> None:
     lookups.go.clear()
 
     async def scenario() -> None:
         running = asyncio.ensure_future(credential(_request(served)))
-        await _until(lambda: lookups.calls == 1)
+        await until(lambda: lookups.calls == 1)
         served.state.credentials.clear()  # as after a request that may revoke the token
         lookups.go.set()
         await running

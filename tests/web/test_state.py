@@ -4,10 +4,7 @@ out of date together, and none kept that began before a write."""
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -17,21 +14,7 @@ from slidebank.config import Settings
 from slidebank.services import accounts
 from slidebank.web.app import create_app
 from slidebank.web.state import AppState
-
-
-class GateLoads:
-    """Wraps the real ``accounts.gates``: counts the loads; each waits for ``go``."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.go = threading.Event()
-        self.go.set()
-        self._real = accounts.gates
-
-    def __call__(self, repository: Any) -> Any:
-        self.calls += 1
-        assert self.go.wait(10), "the test never let the load finish"
-        return self._real(repository)
+from tests.helpers import HeldCalls, until
 
 
 @pytest.fixture
@@ -46,21 +29,14 @@ def state(settings: Settings) -> Iterator[tuple[AppState, int]]:
 
 
 @pytest.fixture
-def loads(monkeypatch: pytest.MonkeyPatch) -> GateLoads:
-    spy = GateLoads()
+def loads(monkeypatch: pytest.MonkeyPatch) -> HeldCalls:
+    spy = HeldCalls(accounts.gates)
     monkeypatch.setattr(accounts, "gates", spy)
     return spy
 
 
-async def _until(condition: Any) -> None:
-    deadline = time.monotonic() + 10
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.001)
-
-
 def test_requests_that_find_the_policies_stale_together_share_one_load(
-    state: tuple[AppState, int], loads: GateLoads
+    state: tuple[AppState, int], loads: HeldCalls
 ) -> None:
     app_state, dataset_id = state
 
@@ -75,17 +51,17 @@ def test_requests_that_find_the_policies_stale_together_share_one_load(
 
 
 def test_a_load_that_began_before_a_write_is_not_kept(
-    state: tuple[AppState, int], loads: GateLoads
+    state: tuple[AppState, int], loads: HeldCalls
 ) -> None:
     app_state, dataset_id = state
     loads.go.clear()
 
     async def scenario() -> None:
         before = asyncio.ensure_future(app_state.gate(dataset_id))
-        await _until(lambda: loads.calls == 1)
+        await until(lambda: loads.calls == 1)
         app_state.forget_gates()  # as after a request that may have changed a policy
         after = asyncio.ensure_future(app_state.gate(dataset_id))
-        await _until(lambda: loads.calls == 2)  # its own load, not the one running
+        await until(lambda: loads.calls == 2)  # its own load, not the one running
         loads.go.set()
         await asyncio.gather(before, after)
         await app_state.gate(dataset_id)
@@ -95,14 +71,14 @@ def test_a_load_that_began_before_a_write_is_not_kept(
 
 
 def test_a_stale_load_alone_leaves_the_cache_out_of_date(
-    state: tuple[AppState, int], loads: GateLoads
+    state: tuple[AppState, int], loads: HeldCalls
 ) -> None:
     app_state, dataset_id = state
     loads.go.clear()
 
     async def scenario() -> None:
         running = asyncio.ensure_future(app_state.gate(dataset_id))
-        await _until(lambda: loads.calls == 1)
+        await until(lambda: loads.calls == 1)
         app_state.forget_gates()
         loads.go.set()
         await running
