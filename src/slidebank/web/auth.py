@@ -57,9 +57,8 @@ class CredentialCache:
         self.ttl_s = ttl_s
         self._entries: dict[str, tuple[float, Credential]] = {}
         self._lock = threading.Lock()
-        self.generation = 0
-        """Advanced by every ``clear``: a lookup that began before it is not kept."""
         self.loads: SingleFlight[str, Credential] = SingleFlight()
+        """Lookups in flight; one that began before a ``clear`` is not kept."""
 
     def get(self, key: str) -> Credential | None:
         with self._lock:
@@ -68,11 +67,8 @@ class CredentialCache:
             return None
         return entry[1]
 
-    def put(self, key: str, credential: Credential, generation: int) -> None:
-        """Keep ``credential``, looked up when ``generation`` was current."""
+    def put(self, key: str, credential: Credential) -> None:
         with self._lock:
-            if generation != self.generation:
-                return  # a write came in between: the lookup may predate it
             if len(self._entries) >= MAX_CACHED:
                 self._entries.clear()
             self._entries[key] = (time.monotonic() + self.ttl_s, credential)
@@ -80,7 +76,6 @@ class CredentialCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
-            self.generation += 1
         self.loads.forget()
 
 
@@ -146,22 +141,17 @@ async def _lookup(state: AppState, kind: str, secret: str) -> Credential:
     if cached is not None:
         return cached
     # A script's or a viewer's concurrent requests with one credential share one lookup.
-    return await state.credentials.loads.load(key, partial(_load, state, kind, secret, key))
+    cache = state.credentials
+    return await cache.loads.load(key, partial(_load, state, kind, secret), partial(cache.put, key))
 
 
-async def _load(state: AppState, kind: str, secret: str, key: str) -> Credential:
-    generation = state.credentials.generation
+async def _load(state: AppState, kind: str, secret: str) -> Credential:
     repository = state.repository
     if kind == "t":
         principal = await run_in_threadpool(accounts.principal_for_token, repository, secret)
-        found = Credential(principal, None)
-    else:
-        principal, csrf = await run_in_threadpool(
-            accounts.principal_for_session, repository, secret
-        )
-        found = Credential(principal, csrf, secret)
-    state.credentials.put(key, found, generation)
-    return found
+        return Credential(principal, None)
+    principal, csrf = await run_in_threadpool(accounts.principal_for_session, repository, secret)
+    return Credential(principal, csrf, secret)
 
 
 async def _check_csrf(request: Request, expected: str | None) -> None:

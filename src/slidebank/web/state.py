@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 from fastapi import Request
@@ -45,22 +46,17 @@ class AppState:
     dicom_reads: DicomReads | None = None  # made at the first DICOMweb read
     _gates: dict[int, DatasetGate] = field(default_factory=dict)
     _gates_until: float = 0.0
-    _gates_generation: int = 0  # advanced by every forget_gates
     _gates_loads: SingleFlight[str, dict[int, DatasetGate]] = field(default_factory=SingleFlight)
 
     async def _fresh_gates(self) -> dict[int, DatasetGate]:
         if time.monotonic() < self._gates_until:
             return self._gates
-        return await self._gates_loads.load("gates", self._load_gates)
+        load = partial(run_in_threadpool, accounts.gates, self.repository)
+        return await self._gates_loads.load("gates", load, self._keep_gates)
 
-    async def _load_gates(self) -> dict[int, DatasetGate]:
-        generation = self._gates_generation
-        gates = await run_in_threadpool(accounts.gates, self.repository)
-        if generation == self._gates_generation:
-            # No write here since the load began: what it read counts for GATES_TTL_S.
-            self._gates = gates
-            self._gates_until = time.monotonic() + GATES_TTL_S
-        return gates
+    def _keep_gates(self, gates: dict[int, DatasetGate]) -> None:
+        self._gates = gates
+        self._gates_until = time.monotonic() + GATES_TTL_S
 
     async def gate(self, dataset_id: int) -> DatasetGate:
         if time.monotonic() < self._gates_until:  # every tile asks: no coroutine for it
@@ -95,7 +91,6 @@ class AppState:
 
     def forget_gates(self) -> None:
         self._gates_until = 0.0
-        self._gates_generation += 1
         self._gates_loads.forget()
 
     async def acquire(
