@@ -517,7 +517,7 @@ def test_a_failed_export_is_not_audited(repository: Repository, world: dict[str,
                 "geometry": {"type": "Point", "coordinates": [1, 1]},
                 "properties": {"confidence": math.nan},
             },
-            "added feature 0: property 'confidence' is not a finite number",
+            "added feature 0: confidence nan is not a finite number",
         ),
         (
             {

@@ -46,7 +46,7 @@ from slidebank.annotations.formats.base import (
 )
 from slidebank.annotations.formats.registry import SNIFF_BYTES, reader_for, writer_for
 from slidebank.annotations.import_workers import ImportJob, prepared_in_workers
-from slidebank.annotations.model import SHAPES, Annotation, Viewport, non_finite_in
+from slidebank.annotations.model import SHAPES, Annotation, Viewport, not_finite
 from slidebank.annotations.sql_store import SqlAnnotationStore
 from slidebank.annotations.store import Change, Revision, density_grid
 from slidebank.catalog import queries
@@ -714,10 +714,6 @@ def _annotation_of(item: Any, where: str, width: int, height: int) -> Annotation
     properties = item.get("properties") or {}
     if not isinstance(properties, dict):
         raise InvalidInput(f"{where}: properties are not an object")
-    for key, value in properties.items():
-        found = non_finite_in(value)
-        if found is not None:
-            raise InvalidInput(f"{where}: property {key + found!r} is not a finite number")
     declared = properties.get("shape")
     kinds = {"Point": "point", "MultiPoint": "multipoint", "LineString": "line"}
     kinds |= {"Polygon": "polygon", "MultiPolygon": "multipolygon"}
@@ -745,6 +741,9 @@ def _annotation_of(item: Any, where: str, width: int, height: int) -> Annotation
         measurements={},
         confidence=float(confidence) if isinstance(confidence, int | float) else None,
     )
+    reason = not_finite(annotation)  # as the stores word it, with the feature's place
+    if reason is not None:
+        raise InvalidInput(f"{where}: {reason}")
     checked_items = list(checked(iter([Parsed(annotation, where)]), "request", width, height))
     if not checked_items:
         raise InvalidInput(f"{where}: nothing of it lies on the slide")
