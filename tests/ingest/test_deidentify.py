@@ -162,6 +162,38 @@ def test_stored_dicom_opens_in_openslide_and_wsidicom_with_the_source_pixels(
         assert np.abs(a - c).max() == 0
 
 
+def test_a_level_off_the_power_of_two_scales_is_left_out_and_the_rest_stored(
+    repository: Repository, slides_dir: Path
+) -> None:
+    # boxes.tiff: 300 x 250 px with levels 2, 4.016 and 8.086 times smaller; wsidicom builds
+    # pyramids of power-of-two scales only (1 % tolerance), so the last level cannot go in.
+    source = slides_dir / "synthetic" / "boxes.tiff"
+    public_id = _ingest_one(repository, [source])
+    record, folder = _stored(repository, public_id)
+    assert [(level["width"], level["height"]) for level in record["levels"]] == [
+        (300, 250),
+        (150, 125),
+        (75, 62),
+    ]
+    report = json.loads((folder / "deid" / "report.json").read_text())
+    assert report["method"] == (
+        "wsidicomizer (tiffslide); levels not at a power-of-two scale of the base left out "
+        "(downsample 8.086)"
+    )
+    assert report["check"]["passed"]
+    from wsidicom import WsiDicom
+
+    # Transcoded (a generic TIFF's tiles are not passed through): close to the source.
+    with (
+        openslide.OpenSlide(source) as original,
+        WsiDicom.open(sorted((folder / "content").iterdir())) as wsi,
+    ):
+        for level, size in ((0, (300, 250)), (2, (75, 62))):
+            a = np.asarray(original.read_region((0, 0), level, size).convert("RGB"), np.int16)
+            b = np.asarray(wsi.read_region((0, 0), level, size).convert("RGB"), np.int16)
+            assert np.abs(a - b).mean() < 5, f"level {level}"
+
+
 def test_wg26_dicom_keeps_its_frames_and_loses_label_and_map(
     repository: Repository, wg26_files: tuple[Path, ...]
 ) -> None:

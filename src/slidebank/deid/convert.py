@@ -13,6 +13,7 @@ data is copied after it.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import threading
@@ -47,6 +48,11 @@ OVERVIEW_TYPES = {"OVERVIEW", "REGIONLOCALIZER"}
 # wsidicomizer's sources in the order tried: opentile passes stored tiles through;
 # tiffslide and OpenSlide read what opentile does not, transcoding.
 SOURCES = ("opentile", "tiffslide", "openslide")
+# The transcoding sources, by name: their levels can be chosen (``_dyadic_levels_only``).
+PIXEL_SOURCES = {
+    "tiffslide": ("wsidicomizer.sources", "TiffSlideSource"),
+    "openslide": ("wsidicomizer.extras.openslide", "OpenSlideSource"),
+}
 # The extended offset table: 64-bit offsets, so a level may exceed 4 GiB (the basic one
 # cannot), and readers find any frame without scanning the item headers.
 OFFSET_TABLE = "eot"
@@ -204,6 +210,7 @@ def _dicomize(
     )
     errors = []
     for source in SOURCES:
+        left_out: list[float] = []
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -215,7 +222,11 @@ def _dicomize(
                     include_confidential=False,
                     metadata_post_processor=post_process,
                     encoding=JpegSettings(quality=options.jpeg_quality),
-                    preferred_source=SourceIdentifier(source),
+                    preferred_source=(
+                        _dyadic_levels_only(source, left_out)
+                        if source in PIXEL_SOURCES
+                        else SourceIdentifier(source)
+                    ),
                     uid_generator=uids,
                 ) as wsi:
                     through = _passes_through(wsi)
@@ -233,13 +244,58 @@ def _dicomize(
             errors.append(f"{source}: {exc}")
             _empty(target)
             continue
+        method = f"wsidicomizer ({source})"
+        if left_out:
+            method += (
+                "; levels not at a power-of-two scale of the base left out (downsample "
+                + ", ".join(f"{downsample:.3f}" for downsample in left_out)
+                + ")"
+            )
         return Conversion(
             files=sorted(Path(name) for name in written),
             excluded=["label"] + ([] if options.keep_overview else ["overview"]),
             profile=report,
-            method=f"wsidicomizer ({source})",
+            method=method,
         )
     raise UnsupportedFormat(f"{path}: cannot convert to DICOM WSI ({'; '.join(errors)})")
+
+
+def _dyadic_levels_only(source: str, left_out: list[float]) -> Any:
+    """wsidicomizer's pixel-reading source ``source`` (a key of ``PIXEL_SOURCES``), without
+    the pyramid levels that are not a power-of-two scale of the base; their downsamples are
+    appended to ``left_out``.
+
+    wsidicom builds a pyramid only of levels whose scale is a power of two (within its
+    ``level_scale_tolerance``) and refuses the whole slide otherwise. A generic TIFF whose
+    small levels were rounded to whole pixels (a 300 px base over a 37 px level is 8.09x)
+    would then not be stored at all. Leaving such a level out keeps every other level;
+    ``slidebank pyramid`` can add the missing ones from the base. wsidicomizer has no
+    argument for it, so the source's level table (``pyramid_levels``) is filtered in a
+    subclass, which ``WsiDicomizer.open`` accepts in place of a source name."""
+    import importlib
+
+    from wsidicom.config import settings
+
+    module, name = PIXEL_SOURCES[source]
+    base = getattr(importlib.import_module(module), name)
+    tolerance = settings.level_scale_tolerance
+
+    class DyadicLevels(base):  # type: ignore[misc, valid-type]
+        @property
+        def pyramid_levels(self) -> dict[tuple[int, float, str], int]:
+            kept = {}
+            for key, index in super().pyramid_levels.items():
+                # Set by wsidicomizer's OpenSlide-like sources before any level is built.
+                downsample = float(self._level_downsamples[index])
+                scale = math.log2(downsample)
+                if math.isclose(scale, round(scale), abs_tol=tolerance):
+                    kept[key] = index
+                elif downsample not in left_out:
+                    left_out.append(downsample)
+            return kept
+
+    DyadicLevels.__name__ = f"Dyadic{name}"
+    return DyadicLevels
 
 
 def _save(
