@@ -228,3 +228,55 @@ def test_unreadable_file_fails_clearly_and_stores_nothing(
     assert record["source"] == str(secret)
     assert "permission denied" in record["reason"]
     assert list((home / "blobs" / "objects").iterdir()) == []
+
+
+def _python(code: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SLIDEBANK_HOME": str(home)}
+    env.pop("SLIDEBANK_DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_a_command_s_exit_runs_exit_handlers_and_flushes_its_output(tmp_path: Path) -> None:
+    # main() ends the process without the interpreter's teardown; what a script relies on
+    # from a normal exit must still happen.
+    marker = tmp_path / "handler-ran"
+    result = _python(
+        "import atexit, pathlib, sys\n"
+        "from slidebank import cli\n"
+        f"atexit.register(pathlib.Path({str(marker)!r}).write_text, 'ran')\n"
+        "sys.stdout.write('x' * 100_000)  # buffered, not yet written\n"
+        "sys.argv = ['slidebank', 'datasets', '--json']\n"
+        "cli.main()\n",
+        tmp_path / "home",
+    )
+    assert result.returncode == 0, result.stderr
+    assert marker.read_text() == "ran"
+    assert result.stdout.startswith("x" * 100_000)
+    assert json.loads(result.stdout[100_000:]) == []
+
+
+def test_a_command_s_exit_waits_for_a_thread_still_working(tmp_path: Path) -> None:
+    finished = tmp_path / "thread-finished"
+    result = _python(
+        "import pathlib, sys, threading\n"
+        "from slidebank import cli\n"
+        "def work():  # until the main thread is done: at its exit\n"
+        "    threading.main_thread().join()\n"
+        f"    pathlib.Path({str(finished)!r}).write_text('done')\n"
+        "threading.Thread(target=work).start()\n"
+        "sys.argv = ['slidebank', 'show', 'sb-doesnotexist']\n"
+        "cli.main()\n",
+        tmp_path / "home",
+    )
+    assert result.returncode == 1
+    assert finished.read_text() == "done"
+
+
+def test_an_exit_with_a_message_prints_it_and_fails(tmp_path: Path) -> None:
+    result = _python(
+        "from slidebank import cli\ncli._exit_without_teardown(SystemExit('gone wrong'))\n",
+        tmp_path,
+    )
+    assert (result.returncode, result.stderr) == (1, "gone wrong\n")
