@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, NoReturn
 
 import typer
 from rich.console import Console
@@ -1215,7 +1215,7 @@ def main() -> None:
         _exit_without_teardown(done)
 
 
-def _exit_without_teardown(done: SystemExit) -> None:
+def _exit_without_teardown(done: SystemExit) -> NoReturn:
     """End the process as ``done`` asks, without Python's interpreter teardown.
 
     After an ingest the teardown freed the modules of wsidicomizer, wsidicom, pydicom and

@@ -277,7 +277,8 @@ def _dyadic_levels_only(source: str, left_out: list[float]) -> Any:
     from wsidicom.config import settings
 
     module, name = PIXEL_SOURCES[source]
-    base = getattr(importlib.import_module(module), name)
+    with _pydicom_validation_kept():
+        base = getattr(importlib.import_module(module), name)
     tolerance = settings.level_scale_tolerance
 
     class DyadicLevels(base):  # type: ignore[misc, valid-type]
