@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 from alembic import command
@@ -13,7 +16,14 @@ from sqlalchemy import inspect
 
 from slidebank.annotations.model import Viewport
 from slidebank.annotations.sql_store import SqlAnnotationStore
-from slidebank.catalog.database import Catalogue, alembic_config, current_revision, head_revision
+from slidebank.catalog.database import (
+    MIGRATIONS,
+    Catalogue,
+    alembic_config,
+    current_revision,
+    head_revision,
+    newest_revision,
+)
 from slidebank.catalog.tables import Base
 
 
@@ -72,3 +82,43 @@ def test_annotations_stored_before_the_grid_keys_are_found_after(tmp_path: Path)
     found = store.query([1], Viewport(10_000, 10_000, 10_500, 10_500))
     assert sorted(item.number or 0 for item in found) == [101, 102, 103, 104, 105, 106, len(boxes)]
     catalogue.dispose()
+
+
+def test_each_migration_is_named_after_its_revision_and_revises_the_one_before() -> None:
+    # What newest_revision() relies on to name the newest revision without alembic.
+    files = sorted((MIGRATIONS / "versions").glob("*_*.py"))
+    previous = None
+    for path in files:
+        assigned = {
+            node.targets[0].id: ast.literal_eval(node.value)
+            for node in ast.parse(path.read_text()).body
+            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+        }
+        assert assigned["revision"] == path.name.split("_", 1)[0], path.name
+        assert assigned["down_revision"] == previous, path.name
+        previous = assigned["revision"]
+    assert newest_revision() == previous
+
+
+def test_a_current_catalogue_opens_without_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'catalogue.db'}"
+    catalogue = Catalogue(url)
+    catalogue.migrate()
+    assert current_revision(catalogue.engine) == head_revision(catalogue.engine)
+    catalogue.dispose()
+    # A new process: only the recorded revision is read, and alembic is not even imported.
+    opened = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            "from slidebank.catalog.database import Catalogue\n"
+            f"Catalogue({url!r}).migrate()\n"
+            "print(sorted(name for name in sys.modules if name.startswith('alembic')))\n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert opened.returncode == 0, opened.stderr
+    assert opened.stdout.strip() == "[]"

@@ -5,19 +5,28 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from slidebank.errors import StorageError
 
+# Alembic is imported only when a catalogue needs migrating (or a test asks about
+# revisions): for one already at the newest revision, the import (about 0.1 s) and alembic's
+# own check (about 0.1 s) were most of opening a repository, which every command does.
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def newest_revision() -> str:
+    """The newest migration's revision: each file in ``migrations/versions`` is named after
+    its revision ("0007_annotation_grid_keys.py" is revision "0007"), each revises the one
+    before (``tests/catalog/test_migrations.py`` checks both)."""
+    return max(path.name.split("_", 1)[0] for path in (MIGRATIONS / "versions").glob("*_*.py"))
 
 
 def make_engine(url: str) -> Engine:
@@ -53,6 +62,8 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
 
 
 def alembic_config(engine: Engine) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["engine"] = engine
@@ -61,18 +72,38 @@ def alembic_config(engine: Engine) -> Config:
 
 def migrate(engine: Engine) -> None:
     """Bring the catalogue schema to the newest revision (idempotent)."""
+    if _recorded_revisions(engine) == [newest_revision()]:
+        return
+    from alembic import command
+
     try:
         command.upgrade(alembic_config(engine), "head")
     except OperationalError as exc:
         raise StorageError(f"catalogue at {engine.url!r}: cannot migrate ({exc.orig})") from exc
 
 
+def _recorded_revisions(engine: Engine) -> list[str] | None:
+    """The revisions alembic recorded in the catalogue (its ``alembic_version`` table), read
+    with SQLAlchemy alone; None when there is no such table yet (a new catalogue) or it
+    cannot be read, which leaves the decision to alembic."""
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT version_num FROM alembic_version"))
+            return [str(value) for value in rows.scalars()]
+    except SQLAlchemyError:
+        return None
+
+
 def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
 
 def head_revision(engine: Engine) -> str | None:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
 
 
