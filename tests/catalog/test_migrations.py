@@ -86,7 +86,7 @@ def test_annotations_stored_before_the_grid_keys_are_found_after(tmp_path: Path)
 
 def test_each_migration_is_named_after_its_revision_and_revises_the_one_before() -> None:
     # What newest_revision() relies on to name the newest revision without alembic.
-    files = sorted((MIGRATIONS / "versions").glob("*_*.py"))
+    files = sorted((MIGRATIONS / "versions").glob("[0-9]*_*.py"))
     previous = None
     for path in files:
         assigned = {

@@ -26,7 +26,7 @@ def newest_revision() -> str:
     """The newest migration's revision: each file in ``migrations/versions`` is named after
     its revision ("0007_annotation_grid_keys.py" is revision "0007"), each revises the one
     before (``tests/catalog/test_migrations.py`` checks both)."""
-    return max(path.name.split("_", 1)[0] for path in (MIGRATIONS / "versions").glob("*_*.py"))
+    return max(path.name.split("_", 1)[0] for path in (MIGRATIONS / "versions").glob("[0-9]*_*.py"))
 
 
 def make_engine(url: str) -> Engine:
