@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import tifffile
 from sqlalchemy import func, select
 
@@ -143,6 +144,13 @@ class HeldCalls:
         self.go = threading.Event()
         self.go.set()
         self._function = function
+
+    @classmethod
+    def in_place_of(cls, monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> HeldCalls:
+        """Put a HeldCalls around ``owner.name`` in its place for the test."""
+        held = cls(getattr(owner, name))
+        monkeypatch.setattr(owner, name, held)
+        return held
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self.calls += 1

@@ -40,9 +40,7 @@ def served(settings: Settings) -> Iterator[Served]:
 
 @pytest.fixture
 def lookups(monkeypatch: pytest.MonkeyPatch) -> HeldCalls:
-    spy = HeldCalls(accounts.principal_for_token)
-    monkeypatch.setattr(accounts, "principal_for_token", spy)
-    return spy
+    return HeldCalls.in_place_of(monkeypatch, accounts, "principal_for_token")
 
 
 def _request(served: Served) -> Request:

@@ -30,9 +30,7 @@ def state(settings: Settings) -> Iterator[tuple[AppState, int]]:
 
 @pytest.fixture
 def loads(monkeypatch: pytest.MonkeyPatch) -> HeldCalls:
-    spy = HeldCalls(accounts.gates)
-    monkeypatch.setattr(accounts, "gates", spy)
-    return spy
+    return HeldCalls.in_place_of(monkeypatch, accounts, "gates")
 
 
 def test_requests_that_find_the_policies_stale_together_share_one_load(
