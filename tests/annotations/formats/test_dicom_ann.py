@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import warnings
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -290,6 +291,21 @@ def test_nothing_identifying_is_added(source_dicom: Path, source: Dataset) -> No
     assert written.PatientID == source.PatientID
     assert "OtherPatientIDs" not in written
     assert "InstitutionName" not in written  # the source has it only as contributing equipment
+
+
+def test_a_one_part_pseudonym_as_the_patient_name_is_written_without_a_warning(
+    source_dicom: Path, source: Dataset, tmp_path: Path
+) -> None:
+    """Stored slides name the patient by a pseudonym of one component, which highdicom
+    warns about; an export must not print that warning into the user's notebook or log."""
+    stored = pydicom.dcmread(source_dicom)
+    stored.PatientName = "C-7Q2KX4NW9ABD"
+    stored_path = tmp_path / "stored.dcm"
+    stored.save_as(stored_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = write(SHAPES, context(stored_path, source))
+    assert pydicom.dcmread(io.BytesIO(data)).PatientName == "C-7Q2KX4NW9ABD"
 
 
 def test_writer_refuses_without_a_fitting_source(source_dicom: Path, source: Dataset) -> None:

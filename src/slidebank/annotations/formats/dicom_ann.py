@@ -55,6 +55,7 @@ import hashlib
 import io
 import math
 import re
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +111,7 @@ _NO_UNITS = Code("1", "UCUM", "no units")
 _CLASS_PREFIX = "Class: "
 _UNLABELLED_DESCRIPTION = "Annotations without a class"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SINGLE_COMPONENT_NAME = r"The string .* is unlikely to represent the intended person name"
 
 
 def _lo(text: str) -> str:
@@ -515,29 +517,39 @@ class DicomAnnWriter:
             for number, ((label, kind), group) in enumerate(groups.items(), 1)
         ]
         try:
-            document = MicroscopyBulkSimpleAnnotations(
-                source_images=[source],
-                annotation_coordinate_type=AnnotationCoordinateTypeValues.SCOORD,
-                annotation_groups=annotation_groups,
-                series_instance_uid=UID(),
-                series_number=1,
-                sop_instance_uid=UID(),
-                instance_number=1,
-                manufacturer="Slidebank",
-                manufacturer_model_name="Slidebank",
-                software_versions=slidebank.__version__,
-                device_serial_number="0",
-                content_description=_lo(context.set_name),
-                content_label="ANNOTATIONS",
-                # Class names and set names are Unicode.
-                specific_character_set="ISO_IR 192",
-            )
+            with warnings.catch_warnings():
+                # The patient's name is the repository's pseudonym, one component on purpose;
+                # highdicom's warning about it would reach every notebook that exports.
+                warnings.filterwarnings("ignore", _SINGLE_COMPONENT_NAME, UserWarning)
+                document = self._document(source, annotation_groups, context)
         except (AttributeError, ValueError, TypeError, KeyError) as exc:
             raise InvalidInput(
                 f"{context.source_dicom}: cannot be the source image of DICOM annotations ({exc})"
             ) from exc
         document.SeriesDescription = _lo(context.set_name)
         document.save_as(out, enforce_file_format=True)
+
+    @staticmethod
+    def _document(
+        source: Dataset, annotation_groups: list[AnnotationGroup], context: ExportContext
+    ) -> MicroscopyBulkSimpleAnnotations:
+        return MicroscopyBulkSimpleAnnotations(
+            source_images=[source],
+            annotation_coordinate_type=AnnotationCoordinateTypeValues.SCOORD,
+            annotation_groups=annotation_groups,
+            series_instance_uid=UID(),
+            series_number=1,
+            sop_instance_uid=UID(),
+            instance_number=1,
+            manufacturer="Slidebank",
+            manufacturer_model_name="Slidebank",
+            software_versions=slidebank.__version__,
+            device_serial_number="0",
+            content_description=_lo(context.set_name),
+            content_label="ANNOTATIONS",
+            # Class names and set names are Unicode.
+            specific_character_set="ISO_IR 192",
+        )
 
     @staticmethod
     def _group(
