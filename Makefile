@@ -7,6 +7,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 SLIDES ?=
+# pytest processes for `make test`: one per logical CPU by default; 0 runs the suite in one process.
+PYTEST_WORKERS ?= logical
 
 .PHONY: demo test install install-dev lint typecheck layers pytest clean benchmark-ingest
 
@@ -41,7 +43,7 @@ layers: install-dev
 	$(BIN)/lint-imports
 
 pytest: install-dev
-	$(BIN)/pytest
+	$(BIN)/pytest --numprocesses $(PYTEST_WORKERS)
 
 test: lint typecheck layers pytest
 
