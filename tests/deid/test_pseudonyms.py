@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,50 @@ def test_key_file_is_created_once_owner_only(tmp_path: Path) -> None:
     key = load_or_create_key(path)
     assert load_or_create_key(path) == key and len(key) == 32
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+# Run in a fresh interpreter: forking the test process (with its threads) is not safe.
+RACING_CREATORS = """
+import os, sys
+from pathlib import Path
+from slidebank.deid.pseudonyms import load_or_create_key
+
+folder, rounds, creators = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+for round in range(rounds):
+    path = folder / str(round) / "keys" / "pseudonym.key"
+    start_r, start_w = os.pipe()
+    children = []
+    for creator in range(creators):
+        result = folder / f"{round}.{creator}"
+        pid = os.fork()
+        if pid == 0:
+            os.read(start_r, 1)  # all wait, then all go at once
+            try:
+                result.write_text(load_or_create_key(path).hex())
+            except Exception as exc:
+                result.write_text(f"error: {exc}")
+            os._exit(0)
+        children.append(pid)
+    os.write(start_w, b"x" * creators)
+    for pid in children:
+        os.waitpid(pid, 0)
+"""
+
+
+def test_processes_creating_the_key_at_once_all_get_the_one_written(tmp_path: Path) -> None:
+    """A steward's first ingests, started together, must agree on the key (one reading a key
+    file still being written used to fail: about 4% of such rounds of six)."""
+    rounds, creators = 100, 6
+    subprocess.run(
+        [sys.executable, "-c", RACING_CREATORS, str(tmp_path), str(rounds), str(creators)],
+        check=True,
+        timeout=120,
+    )
+    for round in range(rounds):
+        keys = {(tmp_path / f"{round}.{c}").read_text() for c in range(creators)}
+        written = (tmp_path / str(round) / "keys" / "pseudonym.key").read_bytes().hex()
+        assert keys == {written}, (round, keys)
+        assert [p.name for p in (tmp_path / str(round) / "keys").iterdir()] == ["pseudonym.key"]
 
 
 def test_short_key_is_refused() -> None:

@@ -63,23 +63,38 @@ def repository_key(settings: Settings) -> bytes:
 def load_or_create_key(path: Path) -> bytes:
     """The repository's key file, created (readable by the owner only) when missing."""
     try:
-        if path.exists():
-            key = path.read_bytes()
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            key = secrets.token_bytes(KEY_BYTES)
-            # O_EXCL: of two processes creating the key at once, one wins and the other
-            # reads the winner's key.
-            try:
-                with open(path, "xb", opener=_owner_only) as out:
-                    out.write(key)
-            except FileExistsError:
-                key = path.read_bytes()
+        if not path.exists():
+            _create_key(path)
+        key = path.read_bytes()
     except OSError as exc:
         raise StorageError(f"{path}: cannot read or create the pseudonym key ({exc})") from exc
     if len(key) < 16:
         raise StorageError(f"{path}: pseudonym key is shorter than 16 bytes")
     return key
+
+
+def _create_key(path: Path) -> None:
+    """Write a new key beside ``path`` and link it into place: of two processes creating
+    the key at once, one wins and the other reads the winner's, never a file still being
+    written (an exclusive create of ``path`` itself let a reader find it empty)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draft = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    try:
+        with open(draft, "xb", opener=_owner_only) as out:
+            out.write(secrets.token_bytes(KEY_BYTES))
+            out.flush()
+            os.fsync(out.fileno())  # pseudonyms change for good if the key is lost
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            return
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    finally:
+        draft.unlink(missing_ok=True)
 
 
 def _owner_only(path: str, flags: int) -> int:
