@@ -57,7 +57,7 @@ def test_kill_at_random_moments_then_rerun(
     probe_env = {**env, "SLIDEBANK_HOME": str(tmp_path / "probe")}
     probe_env.pop("SLIDEBANK_DATABASE_URL")
     probe = subprocess.run(_ingest_command(paths), env=probe_env, capture_output=True, timeout=300)
-    assert probe.returncode == 0, probe.stderr
+    assert probe.returncode == 0, (probe.stdout, probe.stderr)
     full_run = max(time.monotonic() - started, 1.0)
 
     for attempt in range(KILLS):
@@ -79,7 +79,7 @@ def test_kill_at_random_moments_then_rerun(
     final = subprocess.run(
         _ingest_command(paths), env=env, capture_output=True, text=True, timeout=600
     )
-    assert final.returncode == 0, final.stderr
+    assert final.returncode == 0, (seed, final.stdout, final.stderr)
     records = [json.loads(line) for line in final.stdout.splitlines()]
     assert {r["status"] for r in records} <= {"ingested", "duplicate"}
     assert len(records) == 6  # medium, 2 aperio, ndpi, WG26, boxes-dicom
