@@ -20,6 +20,9 @@ from slidebank.services.repository import open_repository
 from slidebank.services.samples import make_sample_slide
 from slidebank.storage.blobs import YOUNG_SECONDS
 
+# Spreads its kills over the time an uninterrupted run takes: not beside other tests (make test).
+pytestmark = pytest.mark.alone
+
 SLIDEBANK = Path(sys.executable).with_name("slidebank")
 KILLS = 8
 

@@ -50,6 +50,9 @@ from tests.web.test_browser import (
 
 __all__ = ["playwright_driver"]  # the fixture, shared with test_browser.py
 
+# A real browser's timing: not beside other tests (make test).
+pytestmark = pytest.mark.alone
+
 RESEARCHER = ("researcher", "a researcher's passphrase")
 COMMITTEE = ("committee", "the committee's passphrase")
 PROJECT = "FHL2 expression in colonic glands"

@@ -53,6 +53,9 @@ from tests.web.test_browser import (
 
 __all__ = ["browser", "playwright_driver"]  # the fixtures, shared with test_browser.py
 
+# A real browser's timing: not beside other tests (make test).
+pytestmark = pytest.mark.alone
+
 ANNOTATOR = ("ann", "an annotator's passphrase")
 CLASSES = [
     {"name": "Tumor", "color": "#d62728"},

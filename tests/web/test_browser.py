@@ -34,6 +34,9 @@ from playwright.sync_api import (
 from tests.conftest import IN_CI, ROOT
 from tests.served import ServedRepository
 
+# A real browser's timing: not beside other tests (make test).
+pytestmark = pytest.mark.alone
+
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts" / "web"
 LAUNCH_ARGS = [

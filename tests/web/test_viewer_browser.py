@@ -45,6 +45,9 @@ from tests.web.test_browser import (
 
 __all__ = ["browser", "playwright_driver"]  # the fixtures, shared with test_browser.py
 
+# A real browser's timing: not beside other tests (make test).
+pytestmark = pytest.mark.alone
+
 ANNOTATOR = ("reader", "a reader's passphrase")
 ACCENT = (0x8F, 0xB4, 0xFF)  # --accent of slidebank.css: the focus ring
 PHONE: ViewportSize = {"width": 390, "height": 844}
