@@ -58,12 +58,12 @@ from pathlib import Path
 from slidebank.deid.pseudonyms import load_or_create_key
 
 folder, rounds, creators = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-for round in range(rounds):
-    path = folder / str(round) / "keys" / "pseudonym.key"
+for number in range(rounds):
+    path = folder / str(number) / "keys" / "pseudonym.key"
     start_r, start_w = os.pipe()
     children = []
     for creator in range(creators):
-        result = folder / f"{round}.{creator}"
+        result = folder / f"{number}.{creator}"
         pid = os.fork()
         if pid == 0:
             os.read(start_r, 1)  # all wait, then all go at once
@@ -76,6 +76,8 @@ for round in range(rounds):
     os.write(start_w, b"x" * creators)
     for pid in children:
         os.waitpid(pid, 0)
+    os.close(start_r)
+    os.close(start_w)
 """
 
 
@@ -88,11 +90,11 @@ def test_processes_creating_the_key_at_once_all_get_the_one_written(tmp_path: Pa
         check=True,
         timeout=120,
     )
-    for round in range(rounds):
-        keys = {(tmp_path / f"{round}.{c}").read_text() for c in range(creators)}
-        written = (tmp_path / str(round) / "keys" / "pseudonym.key").read_bytes().hex()
-        assert keys == {written}, (round, keys)
-        assert [p.name for p in (tmp_path / str(round) / "keys").iterdir()] == ["pseudonym.key"]
+    for number in range(rounds):
+        keys = {(tmp_path / f"{number}.{c}").read_text() for c in range(creators)}
+        written = (tmp_path / str(number) / "keys" / "pseudonym.key").read_bytes().hex()
+        assert keys == {written}, (number, keys)
+        assert [p.name for p in (tmp_path / str(number) / "keys").iterdir()] == ["pseudonym.key"]
 
 
 def test_short_key_is_refused() -> None:
