@@ -69,6 +69,8 @@ def test_ingest_list_show_round_trip(
         database_url=database_url,
     )
     assert result.returncode == 0, result.stderr
+    # Nothing but the outcomes: no library's notices (pydicom's deprecations) on stderr.
+    assert result.stderr == ""
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["status"] for r in records] == ["ingested"] * 2
     assert all(set(r) >= {"id", "status", "reason"} for r in records)

@@ -53,6 +53,13 @@ app = typer.Typer(
 out = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, markup=False, soft_wrap=not sys.stderr.isatty())
 
+
+def _bars_hidden() -> bool:
+    """Progress bars are for people at a terminal; piped or logged, stderr keeps only what
+    is said (rich would still end a bar with an empty line)."""
+    return not err.is_terminal
+
+
 HomeOption = Annotated[
     Path | None,
     typer.Option(
@@ -156,6 +163,7 @@ def ingest(
             TimeRemainingColumn(),
             TextColumn("{task.fields[slides]}"),
             console=err,
+            disable=_bars_hidden(),
             transient=True,
         ) as bar,
     ):
@@ -401,6 +409,7 @@ def sample_slide(
             DownloadColumn(),
             TransferSpeedColumn(),
             console=err,
+            disable=_bars_hidden(),
             transient=True,
         ) as bar:
             task = bar.add_task("writing", total=None)
@@ -494,6 +503,7 @@ def pyramid(
                 TextColumn("tiles"),
                 TimeRemainingColumn(),
                 console=err,
+                disable=_bars_hidden(),
                 transient=True,
             ) as bar,
         ):
@@ -793,7 +803,10 @@ def deid_verify(
 
     if bool(slides) == all_slides:
         raise _fail(SlidebankError("give slide ids or --all (not both)"))
-    with _opened(home, database_url) as repository, Progress(transient=True, console=err) as bar:
+    with (
+        _opened(home, database_url) as repository,
+        Progress(transient=True, console=err, disable=_bars_hidden()) as bar,
+    ):
         task = bar.add_task("verifying", total=None)
         checks = deidentification.verify_slides(
             repository,
@@ -933,7 +946,7 @@ def annotations_import(
     with (
         _opened(home, database_url) as repository,
         file.open("rb") as source,
-        Progress(transient=True, console=err) as bar,
+        Progress(transient=True, console=err, disable=_bars_hidden()) as bar,
     ):
         # The bar reads its description as markup: a file called "a[/b].json" must not crash it.
         task = bar.add_task(f"importing {escape(file.name)}", total=file.stat().st_size)
@@ -1201,11 +1214,17 @@ def annotations_labels(
     out.print(table)
 
 
+def _errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
+
+
 def main() -> None:
     # wsidicom and opentile log on the root logger (orientation notes, size overrides);
     # those are not for the person running a command.
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pydicom").setLevel(logging.ERROR)  # it has a handler of its own
+    # pydicom sets its logger to WARNING when first imported, which most commands do after
+    # this line (deprecation notices of libraries that use it): a filter stays.
+    logging.getLogger("pydicom").addFilter(_errors_only)
     try:
         app()
     except KeyboardInterrupt:  # pragma: no cover - interactive

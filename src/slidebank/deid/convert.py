@@ -311,8 +311,10 @@ def _save(
     """What ``WsiDicom.save`` writes for us (every pyramid with its thumbnails, the overview
     when kept, never the label), through wsidicom's writers directly: ``save`` leaves each
     level's queue of batches at 100, which its arguments cannot change."""
-    from wsidicom.file.file_writer import GroupFileWriter, PyramidFileWriter
+    from wsidicom.file.file_writer import GroupFileWriter
     from wsidicom.file.io import OffsetTableType
+
+    from slidebank.deid.frame_writer import BatchPyramidFileWriter
 
     offsets = OffsetTableType.from_string(OFFSET_TABLE)
     written: list[Any] = []
@@ -331,7 +333,7 @@ def _save(
         )
 
     for pyramid in wsi.pyramids:
-        written += PyramidFileWriter(
+        written += BatchPyramidFileWriter(
             pyramid=pyramid,
             output_path=target,
             uid_generator=uids,
