@@ -5,6 +5,7 @@ stored tiles are passed through."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import re
 import shutil
@@ -495,3 +496,40 @@ def test_each_new_date_spelling_planted_in_a_stored_copy_is_found(
         repository.close()
     missing = {key: field for key, field in expected.items() if found.get(key) != field}
     assert not missing
+
+
+def test_names_written_while_the_source_is_hashed_are_its_content_pseudonyms(
+    repository: Repository, cmu_small: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without a sidecar, the case and slide are named by the source's checksum. The ingest
+    # converts while it hashes, writing stand-ins, and must store the real names.
+    from slidebank.deid.pseudonyms import Pseudonymizer, repository_key
+    from slidebank.ingest import deidentify, pipeline
+
+    checksums_given: list[object] = []
+    real_convert_source = deidentify.convert_source
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        checksums_given.append(args[6])
+        return real_convert_source(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "convert_source", watched)
+    public_id = _ingest_one(repository, [cmu_small])
+    assert checksums_given == [None]  # converted before the checksum was known
+
+    record, folder = _stored(repository, public_id)
+    checksum = hashlib.sha256(cmu_small.read_bytes()).hexdigest()
+    assert record["checksum"] == checksum
+    names = Pseudonymizer(repository_key(repository.settings))
+    case = names.pseudonym("case", f"content:{checksum}")
+    slide = names.pseudonym("slide", f"content:{checksum}")
+    files = sorted((folder / "content").iterdir())
+    assert len(files) > 1
+    for path in files:
+        dataset = pydicom.dcmread(path, stop_before_pixels=True)
+        assert (dataset.PatientID, str(dataset.PatientName), dataset.StudyID) == (case,) * 3
+        assert dataset.ContainerIdentifier == slide
+        data = path.read_bytes()
+        assert re.search(rb"[CS]-[0189]{12}", data) is None, f"a stand-in is left in {path}"
+    report = json.loads((folder / "deid" / "report.json").read_text())
+    assert report["pseudonyms"] == {"case": case, "slide": slide}

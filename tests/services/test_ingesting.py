@@ -403,3 +403,36 @@ def test_repair_removes_an_orphan(repository: Repository, cmu_small: Path) -> No
     assert report.orphans == [key]
     assert not repository.store.exists(key)
     assert checking.check_repository(repository).consistent
+
+
+def test_a_slide_of_registered_dimensions_is_hashed_before_it_is_converted(
+    repository: Repository, cmu_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A new slide is converted while it is hashed; one with the dimensions of a registered
+    # slide may be that slide, so it is hashed first: a duplicate costs no conversion, and
+    # another slide of the same size is converted knowing its checksum.
+    from slidebank.ingest import deidentify, pipeline
+
+    checksums_given: list[object] = []
+    real_convert_source = deidentify.convert_source
+
+    def watched(*args: object, **kwargs: object) -> object:
+        checksums_given.append(args[6])
+        return real_convert_source(*args, **kwargs)  # type: ignore[arg-type]
+
+    # The pipeline converts while hashing; ``deidentify`` converts after the hash.
+    monkeypatch.setattr(pipeline, "convert_source", watched)
+    monkeypatch.setattr(deidentify, "convert_source", watched)
+    first = ingest_paths(repository, [cmu_small]).outcomes[0]
+    assert first.status == "ingested" and checksums_given == [None]
+
+    copy = tmp_path / "copy.svs"
+    shutil.copyfile(cmu_small, copy)
+    assert ingest_paths(repository, [copy]).outcomes[0].status == "duplicate"
+    assert checksums_given == [None]  # nothing converted
+
+    longer = tmp_path / "longer.svs"
+    longer.write_bytes(cmu_small.read_bytes() + b"\0" * 16)  # TIFF readers ignore the tail
+    outcome = ingest_paths(repository, [longer]).outcomes[0]
+    assert outcome.status == "ingested", outcome.reason
+    assert checksums_given == [None, hashlib.sha256(longer.read_bytes()).hexdigest()]

@@ -82,6 +82,14 @@ def image_by_checksum(session: Session, checksum: str) -> Image | None:
     return session.scalar(select(Image).where(Image.checksum == checksum))
 
 
+def has_image_of_size(session: Session, width: int, height: int) -> bool:
+    """Whether a registered slide has these level-0 dimensions (a possible duplicate)."""
+    found = session.scalar(
+        select(Image.id).where(Image.width == width, Image.height == height).limit(1)
+    )
+    return found is not None
+
+
 def dataset_id_of_image(session: Session, public_id: str) -> int:
     """The dataset of a slide, by one indexed lookup (checked before a slide is opened)."""
     found: int | None = session.scalar(

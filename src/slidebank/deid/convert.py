@@ -393,6 +393,34 @@ def _replace_content_datetime(path: Path, report: ProfileReport) -> None:
             report.replaced.add(dataset[tag].keyword)
 
 
+def replace_in_headers(paths: list[Path], replacements: dict[str, str]) -> None:
+    """Write each replacement over its stand-in wherever the stand-in is in the header of a
+    converted file (everything before the pixel data), in place, then fsync the file.
+
+    For names that are not known when the conversion starts (``ingest.deidentify`` writes
+    stand-ins for pseudonyms derived from the source's checksum while that is computed).
+    Stand-in and replacement are ASCII of one length, so nothing else in the file moves; a
+    stand-in is chosen so that no header holds it otherwise."""
+    pairs = [(old.encode("ascii"), new.encode("ascii")) for old, new in replacements.items()]
+    if any(len(old) != len(new) for old, new in pairs):
+        raise ValueError("a stand-in and its replacement must have one length")
+    for path in paths:
+        with path.open("r+b") as file:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pydicom.dcmread(file, stop_before_pixels=True)
+            header_end = file.tell()  # at the Pixel Data element
+            file.seek(0)
+            header = file.read(header_end)
+            for old, new in pairs:
+                at = header.find(old)
+                while at != -1:
+                    file.seek(at)
+                    file.write(new)
+                    at = header.find(old, at + len(old))
+        _fsync(path)
+
+
 def _passes_through(wsi: Any) -> bool:
     """Whether every pyramid level's stored tiles go into the DICOM files as they are."""
     return all(

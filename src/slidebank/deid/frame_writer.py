@@ -41,7 +41,7 @@ _LENGTH = struct.Struct("<I").pack
 TABLE_ENTRY = 8  # an unsigned 64-bit offset or length
 
 
-class BlockEotWriter(EotWriter):
+class BlockEotWriter(EotWriter):  # type: ignore[misc]  # wsidicom is untyped here
     """The Extended Offset Table and its lengths, each reserved and written in one call."""
 
     def reserve(self, number_of_frames: int) -> None:
@@ -75,12 +75,15 @@ class BlockEotWriter(EotWriter):
             self._file.write(values.astype("<u8").tobytes())
 
 
-class BatchPixelDataWriter(EncapsulatedPixelDataWriter):
+class BatchPixelDataWriter(EncapsulatedPixelDataWriter):  # type: ignore[misc]  # wsidicom is untyped here
     """Encapsulated pixel data whose frames are written a batch at a time."""
 
     def _write_pixel_data_start(self, frame_count: int) -> tuple[int, OffsetTableWriter | None]:
         if self._offset_table != OffsetTableType.EXTENDED:
-            return super()._write_pixel_data_start(frame_count)
+            started: tuple[int, OffsetTableWriter | None] = super()._write_pixel_data_start(
+                frame_count
+            )
+            return started
         table = BlockEotWriter(self._file)
         table.reserve(frame_count)
         self._file.write_tag_of_vr_and_length(PixelDataTag, "OB")
@@ -108,13 +111,14 @@ class BatchPixelDataWriter(EncapsulatedPixelDataWriter):
         return count
 
 
-class BatchWsiDicomWriter(WsiDicomWriter):
+class BatchWsiDicomWriter(WsiDicomWriter):  # type: ignore[misc]  # wsidicom is untyped here
     """A DICOM WSI file whose encapsulated frames go to disk a batch at a time."""
 
     def write_tiles(self, tiles: Iterable[bytes]) -> int:
         if isinstance(self._pixel_data_writer, BatchPixelDataWriter):
             return self._pixel_data_writer.write_frames(tiles, self._frame_positions)
-        return super().write_tiles(tiles)
+        count: int = super().write_tiles(tiles)
+        return count
 
     @classmethod
     def open(
@@ -133,7 +137,7 @@ class BatchWsiDicomWriter(WsiDicomWriter):
         return cls(stream, transfer_syntax, pixels)
 
 
-class BatchPyramidFileWriter(PyramidFileWriter):
+class BatchPyramidFileWriter(PyramidFileWriter):  # type: ignore[misc]  # wsidicom is untyped here
     """wsidicom's pyramid writer with ``BatchWsiDicomWriter`` files.
 
     ``_prepare_writer`` is wsidicom's own (0.31) but for the class it opens: it names

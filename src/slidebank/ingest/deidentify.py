@@ -8,6 +8,7 @@ whose sidecar text repeats one of those values: the text is stored as written.""
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import unicodedata
 import warnings
 from collections.abc import Iterable
@@ -19,7 +20,7 @@ import pydicom
 from slidebank.catalog.entries import SlideEntry, StoredFile
 from slidebank.config import Settings
 from slidebank.deid import identifiers
-from slidebank.deid.convert import ConversionOptions, convert
+from slidebank.deid.convert import Conversion, ConversionOptions, convert, replace_in_headers
 from slidebank.deid.identifiers import IdentifyingValue
 from slidebank.deid.profile import Pseudonyms, profile_actions
 from slidebank.deid.proof import verify_files
@@ -33,9 +34,11 @@ from slidebank.slides.sniff import is_dicom
 from slidebank.storage import Staging
 
 __all__ = [
+    "Converted",
     "Deidentified",
     "check_sidecar_text",
     "convert",
+    "convert_source",
     "deidentify",
     "pseudonyms_for",
     "source_values",
@@ -57,6 +60,53 @@ class Deidentified:
     report: DeidReport
 
 
+@dataclass(frozen=True)
+class Converted:
+    """A conversion in staging, before its proof."""
+
+    conversion: Conversion
+    scanned: list[IdentifyingValue]
+    """The spellings of the source's identifying values that the proof looks for."""
+    stand_ins: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Stand-in written for a pseudonym not known yet -> which one ("case" or "slide")."""
+
+
+def convert_source(
+    source: SlideSource,
+    reader: SlideReader,
+    staging: Staging,
+    settings: Settings,
+    key: bytes,
+    entry: SlideEntry | None,
+    checksum: str | None,
+    found: list[IdentifyingValue] | None = None,
+) -> Converted:
+    """Convert the source into de-identified DICOM in ``staging.content``.
+
+    With ``checksum`` None (it is being computed meanwhile), a pseudonym derived from it
+    (a slide without a sidecar case or slide identifier is named by its content) is written
+    as a stand-in that ``deidentify`` replaces. Only for sources that are not DICOM: their
+    converted headers hold no date of the source, so no date is shifted by the case's
+    pseudonym either."""
+    if checksum is None and any(is_dicom(path) for path in source.files):
+        raise ValueError(f"{source.display}: a DICOM source is converted after it is hashed")
+    pseudonymizer = Pseudonymizer(key)
+    if found is None:
+        found = source_values(source, reader, entry)
+    if checksum is None:
+        names, stand_ins = _stand_in_pseudonyms(pseudonymizer, settings, entry)
+    else:
+        names, stand_ins = pseudonyms_for(pseudonymizer, settings, entry, checksum), {}
+    scanned = identifiers.spellings(found)
+    options = ConversionOptions(
+        known_values=tuple(value.value for value in scanned),
+        keep_overview=settings.keep_overview,
+        jpeg_quality=settings.transcode_quality,
+    )
+    conversion = convert(source.files, staging.content, names, pseudonymizer, options)
+    return Converted(conversion, scanned, stand_ins)
+
+
 def deidentify(
     source: SlideSource,
     reader: SlideReader,
@@ -66,22 +116,28 @@ def deidentify(
     entry: SlideEntry | None,
     checksum: str,
     found: list[IdentifyingValue] | None = None,
+    converted: Converted | None = None,
 ) -> Deidentified:
-    """``found``: ``source_values(source, reader, entry)`` when the caller has them already."""
+    """``found``: ``source_values(source, reader, entry)`` when the caller has them already;
+    ``converted``: ``convert_source``'s result when the conversion ran already."""
     pseudonymizer = Pseudonymizer(key)
     if found is None:
         found = source_values(source, reader, entry)
+    if converted is None:
+        converted = convert_source(source, reader, staging, settings, key, entry, checksum, found)
     names = pseudonyms_for(pseudonymizer, settings, entry, checksum)
-    scanned = identifiers.spellings(found)
-    options = ConversionOptions(
-        known_values=tuple(value.value for value in scanned),
-        keep_overview=settings.keep_overview,
-        jpeg_quality=settings.transcode_quality,
-    )
-    conversion = convert(source.files, staging.content, names, pseudonymizer, options)
     stored = sorted(staging.content.iterdir())
+    if converted.stand_ins:
+        replace_in_headers(
+            converted.conversion.files,
+            {stand_in: getattr(names, kind) for stand_in, kind in converted.stand_ins.items()},
+        )
+    # A stand-in left anywhere would fail the proof like an identifying value.
+    left_over = [IdentifyingValue("pseudonym stand-in", value) for value in converted.stand_ins]
     verification = verify_files(
-        [(path.name, path) for path in stored], scanned, overview_allowed=settings.keep_overview
+        [(path.name, path) for path in stored],
+        [*converted.scanned, *left_over],
+        overview_allowed=settings.keep_overview,
     )
     if not verification.passed:
         first = verification.findings[0]
@@ -90,9 +146,10 @@ def deidentify(
             f"converted file {first.file} at byte {first.offset} "
             f"({len(verification.findings)} finding(s)); nothing was stored"
         )
+    scanned = converted.scanned
     report = DeidReport(
         source_format=reader.info.format,
-        conversion=conversion,
+        conversion=converted.conversion,
         vendor_fields=[v.field for v in found if v.field not in ("file name", "folder name")],
         file_names=len(source.files),
         date_policy=settings.dates,
@@ -207,6 +264,35 @@ def pseudonyms_for(
         slide=pseudonymizer.pseudonym("slide", slide_source),
         date_shift=pseudonymizer.date_shift(case_source) if settings.dates == "shift" else None,
     )
+
+
+# A stand-in's code is 12 of these: base32, which spells every pseudonym, has none of them,
+# so no pseudonym and no other name a header holds can be taken for a stand-in.
+STAND_IN_DIGITS = "0189"
+
+
+def _stand_in_pseudonyms(
+    pseudonymizer: Pseudonymizer, settings: Settings, entry: SlideEntry | None
+) -> tuple[Pseudonyms, dict[str, str]]:
+    """``pseudonyms_for`` before the checksum is known: what the sidecar names gets its
+    pseudonym; what the content names gets a stand-in of a pseudonym's length."""
+    stand_ins: dict[str, str] = {}
+
+    def named(kind: str, given: str | None) -> str:
+        if given:
+            return pseudonymizer.pseudonym(kind, given)
+        stand_in = f"{kind[:1].upper()}-" + "".join(
+            secrets.choice(STAND_IN_DIGITS) for _ in range(12)
+        )
+        stand_ins[stand_in] = kind
+        return stand_in
+
+    case = named("case", entry.case if entry is not None else None)
+    slide = named("slide", entry.slide if entry is not None else None)
+    shift = None
+    if settings.dates == "shift" and entry is not None and entry.case:
+        shift = pseudonymizer.date_shift(entry.case)
+    return Pseudonyms(patient=case, case=case, slide=slide, date_shift=shift), stand_ins
 
 
 def _pseudonymous_entry(
