@@ -143,9 +143,8 @@ class WsiDicomReader(SlideReader):
         left, top = max(x0, 0), max(y0, 0)
         right = min(x0 + size.width, lvl.size.width)
         bottom = min(y0 + size.height, lvl.size.height)
-        canvas = Image.new("RGB", (size.width, size.height), (255, 255, 255))
         if right <= left or bottom <= top:
-            return canvas
+            return Image.new("RGB", (size.width, size.height), (255, 255, 255))
         try:
             region = self._wsi.read_region(
                 (left, top), self._levels[level].level, (right - left, bottom - top)
@@ -155,7 +154,13 @@ class WsiDicomReader(SlideReader):
                 f"{self.files[0].parent}: cannot read {size.width}x{size.height} at "
                 f"{tuple(location)}, level {level}: {exc}"
             ) from exc
-        canvas.paste(region.convert("RGB"), (left - x0, top - y0))
+        # A copy even when it is RGB already: for a region inside one tile, wsidicom hands
+        # out the decoded tile that its cache keeps, and callers may draw on what they get.
+        rgb: Image.Image = region.convert("RGB")
+        if rgb.size == (size.width, size.height):
+            return rgb  # inside the level: no blank margin (and no second full-size image)
+        canvas = Image.new("RGB", (size.width, size.height), (255, 255, 255))
+        canvas.paste(rgb, (left - x0, top - y0))
         return canvas
 
     def _thumbnail_size(self) -> Size | None:
