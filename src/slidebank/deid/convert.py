@@ -180,6 +180,8 @@ def _dicomize(
         from wsidicomizer.metadata import WsiDicomizerMetadata
         from wsidicomizer.wsidicomizer import SourceIdentifier
 
+    from slidebank.deid.tile_rows import read_tiles_directly
+
     report = ProfileReport()
 
     def post_process(dataset: Dataset, metadata: Any) -> Dataset:
@@ -230,6 +232,8 @@ def _dicomize(
                     uid_generator=uids,
                 ) as wsi:
                     through = _passes_through(wsi)
+                    if through and source == "opentile":
+                        read_tiles_directly(wsi, path)
                     written = _save(
                         wsi,
                         target,
