@@ -266,8 +266,9 @@ def pseudonyms_for(
     )
 
 
-# A stand-in's code is 12 of these: base32, which spells every pseudonym, has none of them,
-# so no pseudonym and no other name a header holds can be taken for a stand-in.
+# A stand-in's code is 12 of these, drawn at random: base32, which spells every pseudonym,
+# has none of them, so no pseudonym written beside a stand-in is taken for one. (Another
+# header value equal to a stand-in would be replaced too: one chance in 4^12 per value.)
 STAND_IN_DIGITS = "0189"
 
 
