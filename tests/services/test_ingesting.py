@@ -436,3 +436,28 @@ def test_a_slide_of_registered_dimensions_is_hashed_before_it_is_converted(
     outcome = ingest_paths(repository, [longer]).outcomes[0]
     assert outcome.status == "ingested", outcome.reason
     assert checksums_given == [None, hashlib.sha256(longer.read_bytes()).hexdigest()]
+
+
+@pytest.mark.parametrize("tile_corrupted", [False, True])
+def test_a_conversion_that_fails_beside_the_hash_stores_nothing_and_says_why(
+    repository: Repository,
+    cmu_small: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tile_corrupted: bool,
+) -> None:
+    # The conversion runs while the source is hashed and validated: when it fails, the
+    # outcome gives the validation's reason if the source is broken, else the converter's.
+    from slidebank.errors import UnsupportedFormat
+    from slidebank.ingest import deidentify
+
+    def failing(*args: object, **kwargs: object) -> object:
+        raise UnsupportedFormat("converter refused the slide")
+
+    monkeypatch.setattr(deidentify, "convert", failing)
+    source = corrupt_tile_copy(cmu_small, tmp_path / "s.svs", 4, 6) if tile_corrupted else cmu_small
+    outcome = ingest_paths(repository, [source]).outcomes[0]
+    assert outcome.status == "failed"
+    expected = "tile (4, 6)" if tile_corrupted else "converter refused the slide"
+    assert expected in (outcome.reason or ""), outcome.reason
+    assert stored_state(repository) == EMPTY
