@@ -5,7 +5,7 @@ wsidicom 0.31 writes every frame on its own: a copy of the frame behind its item
 up the GIL and waiting to get it back from the thread that reads the source. For the 2 GB
 SVS of the ingest benchmark that is 50,000 hand-offs, and the writer thread, not the disk,
 set the pace of the conversion. Its Extended Offset Table is reserved and filled 8 bytes per
-call, 200,000 calls for that slide. Nothing in its API batches either, so the three classes
+call, 200,000 calls for that slide. Nothing in its API batches either, so the classes
 here replace those two steps in subclasses: the frames that wsidicom hands over together
 (a row of up to ``PASSTHROUGH_CHUNK_TILES``) leave in one ``write``, and each half of the
 table in one. The bytes of every frame and item are the ones wsidicom writes; the table's
