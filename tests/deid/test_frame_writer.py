@@ -84,7 +84,7 @@ def test_each_frame_is_one_item_of_even_length() -> None:
     )
 
 
-def test_frames_out_of_order_are_refused_before_the_table_is_written(tmp_path: Path) -> None:
+def test_frames_out_of_order_are_refused_before_the_table_is_written() -> None:
     from wsidicom.file.io.wsidicom_io import WsiDicomIO
 
     from slidebank.deid.frame_writer import BlockEotWriter

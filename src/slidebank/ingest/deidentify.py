@@ -93,10 +93,7 @@ def convert_source(
     pseudonymizer = Pseudonymizer(key)
     if found is None:
         found = source_values(source, reader, entry)
-    if checksum is None:
-        names, stand_ins = _stand_in_pseudonyms(pseudonymizer, settings, entry)
-    else:
-        names, stand_ins = pseudonyms_for(pseudonymizer, settings, entry, checksum), {}
+    names, stand_ins = _pseudonyms(pseudonymizer, settings, entry, checksum)
     scanned = identifiers.spellings(found)
     options = ConversionOptions(
         known_values=tuple(value.value for value in scanned),
@@ -255,15 +252,8 @@ def pseudonyms_for(
 ) -> Pseudonyms:
     """The same case always gets the same pseudonym in one repository; a slide without a
     case is a case of its own (by content)."""
-    case_source = entry.case if entry is not None and entry.case else f"content:{checksum}"
-    slide_source = entry.slide if entry is not None and entry.slide else f"content:{checksum}"
-    case = pseudonymizer.pseudonym("case", case_source)
-    return Pseudonyms(
-        patient=case,
-        case=case,
-        slide=pseudonymizer.pseudonym("slide", slide_source),
-        date_shift=pseudonymizer.date_shift(case_source) if settings.dates == "shift" else None,
-    )
+    names, _ = _pseudonyms(pseudonymizer, settings, entry, checksum)
+    return names
 
 
 # A stand-in's code is 12 of these, drawn at random: base32, which spells every pseudonym,
@@ -272,27 +262,36 @@ def pseudonyms_for(
 STAND_IN_DIGITS = "0189"
 
 
-def _stand_in_pseudonyms(
-    pseudonymizer: Pseudonymizer, settings: Settings, entry: SlideEntry | None
+def _pseudonyms(
+    pseudonymizer: Pseudonymizer, settings: Settings, entry: SlideEntry | None, checksum: str | None
 ) -> tuple[Pseudonyms, dict[str, str]]:
-    """``pseudonyms_for`` before the checksum is known: what the sidecar names gets its
-    pseudonym; what the content names gets a stand-in of a pseudonym's length."""
+    """``pseudonyms_for``, and with ``checksum`` None (not known yet) a name the content
+    decides is a stand-in of a pseudonym's length instead: the stand-ins are returned with
+    which name each stands for ("case" or "slide")."""
     stand_ins: dict[str, str] = {}
 
-    def named(kind: str, given: str | None) -> str:
+    def source_of(given: str | None) -> str | None:
         if given:
-            return pseudonymizer.pseudonym(kind, given)
+            return given
+        return f"content:{checksum}" if checksum is not None else None
+
+    def named(kind: str, source: str | None) -> str:
+        if source is not None:
+            return pseudonymizer.pseudonym(kind, source)
         stand_in = f"{kind[:1].upper()}-" + "".join(
             secrets.choice(STAND_IN_DIGITS) for _ in range(12)
         )
         stand_ins[stand_in] = kind
         return stand_in
 
-    case = named("case", entry.case if entry is not None else None)
-    slide = named("slide", entry.slide if entry is not None else None)
+    case_source = source_of(entry.case if entry is not None else None)
+    case = named("case", case_source)
+    slide = named("slide", source_of(entry.slide if entry is not None else None))
+    # A stand-in case has no shift: only sources that are not DICOM are converted before
+    # their checksum is known, and their converted headers hold no date of theirs.
     shift = None
-    if settings.dates == "shift" and entry is not None and entry.case:
-        shift = pseudonymizer.date_shift(entry.case)
+    if settings.dates == "shift" and case_source is not None:
+        shift = pseudonymizer.date_shift(case_source)
     return Pseudonyms(patient=case, case=case, slide=slide, date_shift=shift), stand_ins
 
 
